@@ -1,0 +1,21 @@
+//! `ardm-core`: the exact, fast parts of Autoregressive Diffusion Models
+//! (Hoogeboom et al., ICLR 2022, arXiv:2110.02037).
+//!
+//! * [`policy`]: the budget dynamic program (paper Sec. 4, "Parallel generation"):
+//!   least-cost policies for every budget of network calls.
+//! * [`order`]: seeded, portable permutations and their bookkeeping.
+//! * [`quantize`]: logits -> integer frequency tables, a pure function of the float bits.
+//! * [`ans`]: a rANS stack coder, one stream or many independent streams.
+//!
+//! Nothing here knows Python; the bindings live in `python/` behind the `python` feature.
+
+pub mod ans;
+pub mod error;
+pub mod order;
+pub mod policy;
+pub mod quantize;
+
+pub use error::CoreError;
+
+#[cfg(feature = "python")]
+mod python;
