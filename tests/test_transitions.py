@@ -161,6 +161,14 @@ def test_k_65536_fits_and_sums_to_one() -> None:
     assert math.isfinite(float(top[0, 1])) and float(top[0, 2]) == float("-inf")
 
 
+def test_gradients_stay_finite_with_impossible_digits() -> None:
+    # K = 10, b = 3: from coarse 9 at level 2 only digit 0 exists, digits 1 and 2 are all padding.
+    logits = torch.randn(2, 10, requires_grad=True)
+    lp = tr.digit_log_probs(logits, torch.tensor([9, 0]), 2, 3, 10)
+    lp.gather(-1, torch.tensor([[0], [2]])).sum().backward()
+    assert torch.all(torch.isfinite(logits.grad))
+
+
 def test_direct_parametrization_masks_impossible_digits() -> None:
     coarse = torch.tensor([0, 9, 6])
     lp = tr.direct_digit_log_probs(torch.zeros(3, 3), coarse, torch.tensor([3, 2, 1]), 3, 10)
@@ -180,6 +188,9 @@ def test_direct_parametrization_masks_impossible_digits() -> None:
         lambda: tr.num_allowed_digits(torch.tensor([4]), 1, 3, 10),  # digit not zeroed
         lambda: tr.digit_log_probs(torch.zeros(1, 9), torch.tensor([0]), 1, 3, 10),
         lambda: tr.digit_log_probs(torch.zeros(2, 10), torch.tensor([0]), 1, 3, 10),
+        lambda: tr.digit_log_probs(
+            torch.zeros(1, 10, dtype=torch.long), torch.tensor([0]), 1, 3, 10
+        ),
         lambda: tr.direct_digit_log_probs(torch.zeros(1, 4), torch.tensor([0]), 1, 3, 10),
     ],
 )

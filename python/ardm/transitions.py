@@ -35,6 +35,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -194,8 +196,10 @@ def _digit_log_probs_one_level(
     num_blocks = -(-num_classes // block)
     pad = num_blocks * block - num_classes
     if pad:
-        # Values >= K do not exist: padding with -inf gives impossible digits zero mass.
-        logits = F.pad(logits, (0, pad), value=float("-inf"))
+        # Values >= K do not exist. Pad with the most negative finite number rather than -inf so
+        # that the backward pass of logsumexp over an all-padding group stays finite; such
+        # impossible digits are set to -inf by the caller.
+        logits = F.pad(logits, (0, pad), value=torch.finfo(logits.dtype).min)
     blocks = logits.view(logits.shape[0], num_blocks, block)
     index = (coarse // block).view(-1, 1, 1).expand(-1, 1, block)
     mine = blocks.gather(1, index).view(-1, branch_factor, width)
@@ -227,6 +231,8 @@ def digit_log_probs(
         >>> [round(float(v), 4) for v in lp.exp()[0]]   # digit 0: 0..8, digit 1: 9, digit 2: none
         [0.9, 0.1, 0.0]
     """
+    if not logits.dtype.is_floating_point:
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
     if logits.shape[-1] != num_classes:
         raise ValueError(f"logits must have K = {num_classes} entries last, got {logits.shape[-1]}")
     if logits.shape[:-1] != coarse.shape:
@@ -251,8 +257,11 @@ def digit_log_probs(
         out = _digit_log_probs_one_level(
             flat_logits, flat_coarse, level, branch_factor, num_classes
         )
-    out = out - torch.logsumexp(out, dim=-1, keepdim=True)
-    return out.reshape(*lead, branch_factor)
+    out = out.reshape(*lead, branch_factor)
+    out = out.masked_fill(
+        ~allowed_digits_mask(coarse, level, branch_factor, num_classes), -math.inf
+    )
+    return out - torch.logsumexp(out, dim=-1, keepdim=True)
 
 
 def direct_digit_log_probs(
