@@ -1,0 +1,212 @@
+"""Run directories: weights, config and resumable training state, all written atomically.
+
+A run directory holds
+
+- ``model.safetensors``: the weights used for evaluation (the EMA weights during training), with the
+  ``step_losses`` buffer inside;
+- ``config.json``: everything needed to rebuild the model (``model`` kind ``"oa"``, ``net``,
+  ``preset``, ``net_config``, ``num_classes``, ``data_shape``, ``ce_weight``) plus training facts
+  (``dataset``, ``step``, ...);
+- ``train_state.pt`` (training only): raw weights, EMA weights, optimizer state, step and RNG state,
+  tensors and plain types only, so ``torch.load(weights_only=True)`` reads it.
+
+Every file is written to a temporary file in the same directory, fsynced and renamed over the old
+one, so a crash leaves either the old or the new file, never a torn one. Loading never runs code
+from a file (safetensors, ``weights_only=True``, JSON).
+
+Example:
+    >>> import tempfile
+    >>> from ardm.nets import build_net
+    >>> from ardm.ardm import OrderAgnosticARDM
+    >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+    >>> d = tempfile.mkdtemp()
+    >>> save_model(m, {"preset": "tiny"}, d)
+    >>> load_model(d).data_shape
+    (1, 4, 4)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+
+from ardm.ardm import OrderAgnosticARDM
+from ardm.nets.unet import UNet, UNetConfig, build_net
+
+__all__ = [
+    "MODEL_FILE",
+    "CONFIG_FILE",
+    "TRAIN_STATE_FILE",
+    "atomic_write_bytes",
+    "model_config",
+    "build_model",
+    "save_model",
+    "load_model",
+    "save_train_state",
+    "load_train_state",
+]
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TRAIN_STATE_FILE = "train_state.pt"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "f.bin")
+        >>> atomic_write_bytes(p, b"abc"); open(p, "rb").read()
+        b'abc'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def model_config(model: OrderAgnosticARDM) -> dict[str, Any]:
+    """The part of ``config.json`` that describes the model itself."""
+    net = model.net
+    if not isinstance(net, UNet):
+        raise ValueError(f"only U-Net models can be saved, got {type(net).__name__}")
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": "oa",
+        "net": "unet",
+        "net_config": net.config.to_dict(),
+        "head": net.config.head,
+        "num_classes": model.num_classes,
+        "data_shape": list(model.data_shape),
+        "absorbing_state": model.absorbing_state,
+        "ce_weight": model.ce_weight,
+    }
+
+
+def build_model(config: dict[str, Any]) -> OrderAgnosticARDM:
+    """Rebuild a (randomly initialized) model from a ``config.json`` dict."""
+    if config.get("model") != "oa" or config.get("net") != "unet":
+        raise ValueError(
+            f"unsupported model kind {config.get('model')!r} / net {config.get('net')!r}"
+        )
+    if config.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ValueError(f"config format {config['format_version']} is newer than this ardm")
+    try:
+        net_config = UNetConfig.from_dict(config["net_config"])
+        num_classes = int(config["num_classes"])
+        data_shape = tuple(int(s) for s in config["data_shape"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"config.json lacks a model field: {err}") from err
+    net = build_net(net_config, num_classes, data_shape)
+    return OrderAgnosticARDM(
+        net,
+        num_classes,
+        data_shape,
+        absorbing_state=config.get("absorbing_state"),
+        ce_weight=float(config.get("ce_weight", 1e-3)),
+    )
+
+
+def _state_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save_model(
+    model: OrderAgnosticARDM,
+    config: dict[str, Any],
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write ``model.safetensors`` and ``config.json`` into the directory ``path``.
+
+    ``config`` holds extra facts (preset, dataset, step, ...); the model's own fields are added.
+    ``state_dict`` overrides the weights written (training passes the EMA weights).
+    """
+    path = Path(path)
+    tensors = _state_tensors(state_dict if state_dict is not None else model.state_dict())
+    full_config = {**config, **model_config(model)}
+    atomic_write_bytes(path / MODEL_FILE, safetensors_save(tensors))
+    atomic_write_bytes(path / CONFIG_FILE, (json.dumps(full_config, indent=2) + "\n").encode())
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Read ``config.json`` of a run directory."""
+    config_path = Path(path) / CONFIG_FILE
+    if not config_path.is_file():
+        raise ValueError(f"{config_path} does not exist (not an ardm run directory?)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path}: invalid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object")
+    return config
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> OrderAgnosticARDM:
+    """Load a model (eval mode) from a run directory or its ``model.safetensors``.
+
+    Example:
+        >>> load_model("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        ValueError: /nonexistent/config.json does not exist (not an ardm run directory?)
+    """
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    model = build_model(read_config(path))
+    weights_path = path / MODEL_FILE
+    if not weights_path.is_file():
+        raise ValueError(f"{weights_path} does not exist")
+    try:
+        state = safetensors_load(weights_path.read_bytes())
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{weights_path}: not a valid safetensors file ({err})") from err
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{weights_path} does not match config.json: {err}") from err
+    return model.to(device).eval()
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically write ``train_state.pt`` (tensors and plain types only) into directory ``path``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(Path(path) / TRAIN_STATE_FILE, buffer.getvalue())
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read ``train_state.pt`` with ``torch.load(weights_only=True)`` (never runs code)."""
+    state_path = Path(path) / TRAIN_STATE_FILE
+    if not state_path.is_file():
+        raise ValueError(f"{state_path} does not exist; nothing to resume")
+    return torch.load(state_path, map_location="cpu", weights_only=True)

@@ -1,0 +1,57 @@
+"""The ``ardm`` command line: one subcommand per module in ``ardm.commands``.
+
+To add a subcommand, write ``ardm/commands/<name>.py`` with ``add_parser(subparsers)`` (returning
+its parser) and ``run(args) -> int``, and append the module to ``COMMANDS``.
+
+Example:
+    >>> main(["--help"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from ardm.commands import train
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS: list[ModuleType] = [
+    train,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand of ``COMMANDS``."""
+    parser = argparse.ArgumentParser(
+        prog="ardm",
+        description="Autoregressive Diffusion Models (Hoogeboom et al., ICLR 2022): train, "
+        "generate in parallel under a budget, and compress losslessly.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args))
+    except ValueError as err:
+        print(f"ardm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

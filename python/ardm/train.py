@@ -1,0 +1,328 @@
+"""Training loop for order-agnostic ARDMs on images (paper Algorithm 1), one process or DDP.
+
+AdamW with linear warm-up, gradient-norm clipping and EMA weights; periodic test bpd with the
+unbiased estimator on a held-out subset; atomic checkpoints every ``ckpt_every`` steps and at the
+end; ``resume`` continues from the last checkpoint exactly (batch order and noise are functions of
+the seed and the step; optimizer, EMA and RNG states are restored). At the end the per-step losses
+L_t are estimated on held-out training images and saved with the model (needed for budgets).
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every rank
+takes its share of each global batch and only rank 0 writes.
+
+Example (command line):
+    ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
+    torchrun --nproc_per_node=4 -m ardm.train --data fashion-mnist --preset base --out runs/b
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ardm.ardm import OrderAgnosticARDM
+from ardm.checkpoint import (
+    TRAIN_STATE_FILE,
+    load_train_state,
+    save_model,
+    save_train_state,
+)
+from ardm.data import load_dataset
+from ardm.nets.unet import UNET_PRESETS, build_net
+from ardm.timesteps import make_sampler
+
+__all__ = ["TrainConfig", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in ``config.json`` under ``"train"``)."""
+
+    out: str
+    data: str = "fashion-mnist"
+    preset: str = "small"
+    head: str | None = None
+    steps: int = 20000
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    ce_weight: float = 1e-3
+    timestep_sampler: str = "stratified"
+    eval_every: int = 1000
+    eval_size: int = 500
+    ckpt_every: int = 500
+    holdout: int = 1000
+    step_loss_evals: int = 4
+    seed: int = 0
+    resume: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in UNET_PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(UNET_PRESETS)}")
+        positive = ("steps", "batch_size", "eval_every", "ckpt_every", "step_loss_evals")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.lr <= 0 or self.warmup < 0 or self.holdout < 0 or self.eval_size < 0:
+            raise ValueError("lr must be > 0; warmup, holdout and eval_size must be >= 0")
+
+
+# Fields that define the model or the data stream; a resumed run must not change them.
+_FIXED_ON_RESUME = (
+    "data", "preset", "head", "batch_size", "ce_weight", "timestep_sampler", "holdout", "seed",
+)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device: str) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), torch.device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device(device)
+    return _Dist(dist.get_rank(), dist.get_world_size()), dev
+
+
+def _batch_indices(step: int, num_items: int, cfg: TrainConfig, d: _Dist) -> torch.Tensor:
+    """This rank's indices of the global batch for ``step``: a pure function of seed and step.
+
+    Each epoch is a fresh permutation seeded by (seed, epoch); the last incomplete batch of an
+    epoch is dropped; rank r takes every world-th item of the global batch.
+    """
+    per_epoch = num_items // cfg.batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch size {cfg.batch_size} exceeds the {num_items} training items")
+    epoch, pos = divmod(step, per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    perm = torch.randperm(num_items, generator=gen)
+    batch = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+    return batch[d.rank :: d.world]
+
+
+def _step_generator(cfg: TrainConfig, step: int, d: _Dist) -> torch.Generator:
+    # Training noise (t and the orders) is a function of (seed, step, rank): resume is exact.
+    return torch.Generator().manual_seed((cfg.seed + 1) * 7_919_993 + step * d.world + d.rank)
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+
+
+@torch.no_grad()
+def _update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
+    ema_params = list(ema_model.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+@torch.no_grad()
+def evaluate_bpd(
+    model: OrderAgnosticARDM, data: torch.Tensor, batch_size: int = 64, seed: int = 0
+) -> float:
+    """Mean unbiased test bpd estimate (one random t and order per item, fixed seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for lo in range(0, data.shape[0], batch_size):
+        x = data[lo : lo + batch_size].to(model.device, torch.long)
+        total += float(model.nll_bpd(x, generator=gen).sum())
+        count += x.shape[0]
+    return total / max(count, 1)
+
+
+def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _build(cfg: TrainConfig, num_classes: int, data_shape: tuple[int, ...]) -> OrderAgnosticARDM:
+    overrides: dict[str, Any] = {"head": cfg.head} if cfg.head else {}
+    net = build_net(cfg.preset, num_classes, data_shape, **overrides)
+    num_vars = math.prod(data_shape)
+    return OrderAgnosticARDM(
+        net, num_classes, data_shape, ce_weight=cfg.ce_weight,
+        timestep_sampler=make_sampler(cfg.timestep_sampler, num_vars),
+    )
+
+
+def _run_config(cfg: TrainConfig, step: int, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "preset": cfg.preset,
+        "dataset": cfg.data,
+        "step": step,
+        "train": dataclasses.asdict(cfg),
+        **extra,
+    }
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) a run; returns the run directory.
+
+    Example:
+        >>> train(TrainConfig(out="runs/x", steps=10))  # doctest: +SKIP
+    """
+    d, device = _setup_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + d.rank)
+
+    images = load_dataset(cfg.data, "train")
+    if cfg.holdout >= images.shape[0]:
+        raise ValueError(f"holdout {cfg.holdout} leaves no training data ({images.shape[0]} items)")
+    train_x = images[: images.shape[0] - cfg.holdout]
+    held_x = images[images.shape[0] - cfg.holdout :] if cfg.holdout else train_x[:1000]
+    test_x = load_dataset(cfg.data, "test")[: cfg.eval_size]
+    num_classes = 256  # uint8 pixels
+    data_shape = tuple(train_x.shape[1:])
+
+    model = _build(cfg, num_classes, data_shape).to(device)
+    ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
+    )
+    step = 0
+    metrics: dict[str, Any] = {}
+
+    if cfg.resume and (out / TRAIN_STATE_FILE).is_file():
+        state = load_train_state(out)
+        saved = state["config"]
+        changed = [k for k in _FIXED_ON_RESUME if saved.get(k) != getattr(cfg, k)]
+        if changed:
+            raise ValueError(f"cannot resume {out}: these settings changed: {changed}")
+        model.load_state_dict(state["model"])
+        ema_model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        metrics = json.loads(state.get("metrics", "{}"))
+        torch.set_rng_state(state["rng_cpu"][d.rank] if d.world > 1 else state["rng_cpu"][0])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+    elif cfg.resume and d.is_main:
+        print(f"no {TRAIN_STATE_FILE} in {out}; starting from scratch", file=sys.stderr)
+
+    train_model: nn.Module = model
+    if d.world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def checkpoint() -> None:
+        if not d.is_main:
+            return
+        state = {
+            "config": dataclasses.asdict(cfg),
+            "model": model.state_dict(),
+            "ema": ema_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "metrics": json.dumps(metrics),
+            "rng_cpu": [torch.get_rng_state()],
+        }
+        if device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state()
+        save_train_state(out, state)
+        save_model(ema_model, _run_config(cfg, step, {"metrics": metrics}), out)
+
+    bar = tqdm(
+        total=cfg.steps, initial=step, disable=not (cfg.progress and d.is_main),
+        dynamic_ncols=True, desc="train",
+    )
+    model.train()
+    avg_loss = avg_bpd = float("nan")
+    started, start_step = time.time(), step
+    while step < cfg.steps:
+        idx = _batch_indices(step, train_x.shape[0], cfg, d)
+        x = train_x[idx].to(device, torch.long, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        with _autocast(device):
+            loss, stats = train_model(x, _step_generator(cfg, step, d))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        # EMA warm-up: short runs should not average in the random initialization.
+        _update_ema(ema_model, model, min(cfg.ema, (1.0 + step) / (10.0 + step)))
+        step += 1
+
+        loss_v, bpd_v = float(loss.detach()), float(stats["bpd"])
+        avg_loss = loss_v if math.isnan(avg_loss) else 0.98 * avg_loss + 0.02 * loss_v
+        avg_bpd = bpd_v if math.isnan(avg_bpd) else 0.98 * avg_bpd + 0.02 * bpd_v
+        postfix = {"loss": f"{avg_loss:.3f}", "bpd": f"{avg_bpd:.3f}", "gnorm": f"{float(grad_norm):.2f}"}
+        if "test_bpd" in metrics:
+            postfix["test_bpd"] = f"{metrics['test_bpd']:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+
+        if d.is_main and test_x.shape[0] and (step % cfg.eval_every == 0 or step == cfg.steps):
+            metrics["test_bpd"] = evaluate_bpd(ema_model, test_x, seed=cfg.seed)
+            metrics["test_bpd_step"] = step
+            metrics["train_bpd_avg"] = avg_bpd
+            metrics["images_per_s"] = (step - start_step) * cfg.batch_size / (time.time() - started)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            checkpoint()
+    bar.close()
+
+    if d.is_main and metrics.get("step_losses_step") != step:
+        ema_model.estimate_step_losses(
+            held_x, evals_per_step=cfg.step_loss_evals,
+            generator=torch.Generator().manual_seed(cfg.seed + 12345),
+        )
+        metrics["step_losses_step"] = step
+        metrics["step_losses_sum_bits"] = float(ema_model.step_losses.sum())
+        checkpoint()
+        print(
+            f"saved {out}: step {step}, test bpd {metrics.get('test_bpd', float('nan')):.4f}, "
+            f"sum of step losses {metrics['step_losses_sum_bits'] / ema_model.num_vars:.4f} bpd",
+            file=sys.stderr,
+        )
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=N -m ardm.train ...
+    from ardm.commands.train import main
+
+    raise SystemExit(main())
