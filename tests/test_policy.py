@@ -106,8 +106,13 @@ def test_optimal_beats_naive():
 
 def test_accepts_any_real_array_like():
     expected = budget_curve([3.0, 2.0, 1.0])
-    for like in ([3, 2, 1], (3.0, 2.0, 1.0), np.array([3, 2, 1], np.int32),
-                 np.array([3, 2, 1], np.float32), np.array([3.0, 0, 2.0, 0, 1.0])[::2]):
+    for like in (
+        [3, 2, 1],
+        (3.0, 2.0, 1.0),
+        np.array([3, 2, 1], np.int32),
+        np.array([3, 2, 1], np.float32),
+        np.array([3.0, 0, 2.0, 0, 1.0])[::2],
+    ):
         np.testing.assert_array_equal(budget_curve(like), expected)
     assert optimal_policy([4.0, 1.0, 1.0, 1.0], np.int64(2)).tolist() == [0, 1]
     assert policy_cost([3.0, 2.0, 1.0], np.array([0, 2], np.uint8)) == 7.0
