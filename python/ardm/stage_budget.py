@@ -1,0 +1,247 @@
+"""Budgets across the stages of an upscale ARDM (Hoogeboom et al. 2022, Sections 3.2 and 4).
+
+An upscale ARDM with S stages generates each stage as an order-agnostic pass over all D variables,
+so its per-step losses are an (S, D) table: ``step_losses[s, t]`` is the expected loss (bits) of
+one variable refined at within-stage step t of stage s. A total budget of B network calls is split
+into per-stage budgets ``B_0 + ... + B_{S-1} = B`` (each ``1 <= B_s <= D``); each stage then runs
+the budget-optimal policy of its own losses (the DP of ``ardm._core``), sorted in descending order
+as the paper does so that estimation noise is not exploited.
+
+Two splits:
+
+* ``"optimal"``: the split of least total expected loss. With losses sorted in descending order,
+  each stage's budget curve ``c_s(k)`` (least cost with k calls) is convex in k, so the best split
+  is found exactly by greedy merging of marginal gains: start from one call per stage and give each
+  further call to the stage whose cost drops most. Should a curve not be convex (to a relative
+  tolerance), an exact min-plus dynamic program over stages is used instead.
+* ``"equal"``: the paper's fixed budget per stage (Section 4: "a fixed budget per stage"): B // S
+  calls each, the remainder to the first (coarsest) stages.
+
+Example:
+    >>> import numpy as np
+    >>> losses = np.array([[4.0, 3.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    >>> plan = plan_stages(losses, 3)
+    >>> plan.budgets.tolist(), [p.tolist() for p in plan.policies]
+    ([2, 1], [[0, 2], [0]])
+    >>> bool(plan.cost == stage_costs(losses, plan.policies).sum())
+    True
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from ardm import _core
+
+__all__ = [
+    "StagePlan",
+    "sorted_step_losses",
+    "stage_budget_curves",
+    "split_budget_optimal",
+    "split_budget_equal",
+    "stage_policies",
+    "stage_costs",
+    "plan_stages",
+    "SPLITS",
+]
+
+SPLITS = ("optimal", "equal")
+CONVEXITY_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Per-stage budgets (int64 (S,)), per-stage policies and the total expected cost in bits."""
+
+    budgets: np.ndarray
+    policies: list[np.ndarray]
+    cost: float
+
+
+def _check_losses(step_losses) -> np.ndarray:
+    losses = np.asarray(step_losses, dtype=np.float64)
+    if losses.ndim != 2 or losses.shape[0] < 1 or losses.shape[1] < 1:
+        raise ValueError(
+            f"step_losses must be a non-empty (S, D) table (stages x steps), got shape {losses.shape}"
+        )
+    if not np.all(np.isfinite(losses)):
+        raise ValueError("step_losses must be finite (estimate them first)")
+    if np.any(losses < 0):
+        raise ValueError("step_losses must be non-negative")
+    return losses
+
+
+def _check_budget(budget, num_stages: int) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise ValueError(f"budget must be an integer number of network calls, got {budget!r}")
+    if budget < num_stages:
+        raise ValueError(
+            f"budget must be at least the number of stages S = {num_stages} (one call per stage), "
+            f"got {budget}"
+        )
+    return int(budget)
+
+
+def sorted_step_losses(step_losses) -> np.ndarray:
+    """Each stage's losses sorted in descending order (paper Section 3.2), float64 (S, D).
+
+    Example:
+        >>> sorted_step_losses([[1.0, 3.0, 2.0]]).tolist()
+        [[3.0, 2.0, 1.0]]
+    """
+    losses = _check_losses(step_losses)
+    return np.ascontiguousarray(-np.sort(-losses, axis=1))
+
+
+def stage_budget_curves(step_losses) -> np.ndarray:
+    """float64 (S, D + 1): entry [s, k] is stage s's least cost with at most k calls (k = 0: inf).
+
+    Example:
+        >>> stage_budget_curves([[2.0, 1.0]]).tolist()
+        [[inf, 4.0, 3.0]]
+    """
+    losses = sorted_step_losses(step_losses)
+    return np.stack([np.asarray(_core.budget_curve(row), dtype=np.float64) for row in losses])
+
+
+def _is_convex(curve: np.ndarray) -> bool:
+    """Whether the marginal gains c(k) - c(k+1), k >= 1, never increase (up to rounding)."""
+    gains = curve[1:-1] - curve[2:]
+    if gains.size < 2:
+        return True
+    slack = CONVEXITY_RTOL * max(1.0, float(curve[1]))
+    return bool(np.all(gains[1:] <= gains[:-1] + slack))
+
+
+def _split_greedy(curves: np.ndarray, budget: int) -> np.ndarray:
+    num_stages, num_steps = curves.shape[0], curves.shape[1] - 1
+    budgets = np.ones(num_stages, dtype=np.int64)
+    # Max-heap of the next call's gain per stage; ties go to the earlier (coarser) stage.
+    heap = [(-(curves[s, 1] - curves[s, 2]), s) for s in range(num_stages) if num_steps > 1]
+    heapq.heapify(heap)
+    for _ in range(budget - num_stages):
+        if not heap:
+            break
+        _, s = heapq.heappop(heap)
+        budgets[s] += 1
+        k = budgets[s]
+        if k < num_steps:
+            heapq.heappush(heap, (-(curves[s, k] - curves[s, k + 1]), s))
+    return budgets
+
+
+def _split_min_plus(curves: np.ndarray, budget: int) -> np.ndarray:
+    """Exact split for any curves: min-plus convolution stage by stage, then backtracking."""
+    num_stages, num_steps = curves.shape[0], curves.shape[1] - 1
+    budget = min(budget, num_stages * num_steps)
+    best = np.full(budget + 1, np.inf)
+    best[0] = 0.0
+    choices = []
+    for s in range(num_stages):
+        new = np.full(budget + 1, np.inf)
+        choice = np.zeros(budget + 1, dtype=np.int64)
+        for k in range(1, min(num_steps, budget) + 1):
+            cand = np.full(budget + 1, np.inf)
+            cand[k:] = best[: budget + 1 - k] + curves[s, k]
+            better = cand < new
+            new[better] = cand[better]
+            choice[better] = k
+        best = new
+        choices.append(choice)
+    budgets = np.zeros(num_stages, dtype=np.int64)
+    remaining = int(np.argmin(best))
+    for s in reversed(range(num_stages)):
+        budgets[s] = choices[s][remaining]
+        remaining -= budgets[s]
+    return budgets
+
+
+def split_budget_optimal(step_losses, budget: int) -> np.ndarray:
+    """The per-stage budgets (int64 (S,), each in 1..D, summing to at most ``budget``) of least
+    total expected loss.
+
+    Each stage needs at least one call. A budget of S * D or more gives every stage all D steps.
+
+    Example:
+        >>> split_budget_optimal([[5.0, 1.0, 1.0], [1.0, 1.0, 1.0]], 3).tolist()
+        [2, 1]
+    """
+    curves = stage_budget_curves(step_losses)
+    budget = _check_budget(budget, curves.shape[0])
+    if all(_is_convex(curve) for curve in curves):
+        return _split_greedy(curves, budget)
+    return _split_min_plus(curves, budget)
+
+
+def split_budget_equal(num_stages: int, num_steps: int, budget: int) -> np.ndarray:
+    """The paper's fixed budget per stage: ``budget // S`` each, the remainder to the first stages,
+    each capped at D.
+
+    Example:
+        >>> split_budget_equal(3, 10, 8).tolist()
+        [3, 3, 2]
+    """
+    if num_stages < 1 or num_steps < 1:
+        raise ValueError("num_stages and num_steps must be >= 1")
+    budget = min(_check_budget(budget, num_stages), num_stages * num_steps)
+    budgets = np.full(num_stages, budget // num_stages, dtype=np.int64)
+    budgets[: budget % num_stages] += 1
+    return budgets
+
+
+def stage_policies(step_losses, budgets) -> list[np.ndarray]:
+    """Each stage's budget-optimal policy (start steps, int64) for its budget.
+
+    Example:
+        >>> [p.tolist() for p in stage_policies([[3.0, 2.0, 1.0], [1.0, 1.0, 1.0]], [3, 1])]
+        [[0, 1, 2], [0]]
+    """
+    losses = sorted_step_losses(step_losses)
+    budgets = np.asarray(budgets, dtype=np.int64).reshape(-1)
+    if budgets.shape[0] != losses.shape[0]:
+        raise ValueError(f"need one budget per stage ({losses.shape[0]}), got {budgets.shape[0]}")
+    if np.any(budgets < 1):
+        raise ValueError("every stage needs a budget of at least 1 call")
+    num_steps = losses.shape[1]
+    return [
+        np.arange(num_steps, dtype=np.int64)
+        if k >= num_steps
+        else np.asarray(_core.optimal_policy(row, int(k)), dtype=np.int64)
+        for row, k in zip(losses, budgets)
+    ]
+
+
+def stage_costs(step_losses, policies) -> np.ndarray:
+    """Expected cost (bits) of each stage's policy on its sorted losses, float64 (S,).
+
+    Example:
+        >>> stage_costs([[3.0, 2.0, 1.0]], [[0, 2]]).tolist()
+        [7.0]
+    """
+    losses = sorted_step_losses(step_losses)
+    if len(policies) != losses.shape[0]:
+        raise ValueError(f"need one policy per stage ({losses.shape[0]}), got {len(policies)}")
+    return np.array(
+        [_core.policy_cost(row, np.asarray(p, dtype=np.int64)) for row, p in zip(losses, policies)]
+    )
+
+
+def plan_stages(step_losses, budget: int, split: str = "optimal") -> StagePlan:
+    """Split ``budget`` calls across stages (``"optimal"`` or ``"equal"``) and plan each stage.
+
+    Example:
+        >>> plan_stages([[2.0, 1.0], [2.0, 1.0]], 3, split="equal").budgets.tolist()
+        [2, 1]
+    """
+    losses = _check_losses(step_losses)
+    if split == "optimal":
+        budgets = split_budget_optimal(losses, budget)
+    elif split == "equal":
+        budgets = split_budget_equal(losses.shape[0], losses.shape[1], budget)
+    else:
+        raise ValueError(f"unknown budget split {split!r}; choose one of {list(SPLITS)}")
+    policies = stage_policies(losses, budgets)
+    return StagePlan(budgets, policies, float(stage_costs(losses, policies).sum()))
