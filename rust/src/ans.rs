@@ -1,1 +1,685 @@
-//! TODO: being written.
+//! A rANS stack coder: 64-bit state, 32-bit words, frequencies of [`PRECISION`] = 24 bits.
+//!
+//! # The coder
+//!
+//! Range ANS as in Duda (arXiv:1311.2540) and ryg_rans' `rans64`. The state `x` always lies in
+//! `[L, 2^63)` with `L = 2^31`; a new coder starts at `x = L` with no words. To push symbol `s`
+//! with cumulative frequency `c` and frequency `f` (out of `2^24`):
+//!
+//! ```text
+//! if x >= 2^39 * f { words.push(x mod 2^32); x = x >> 32 }   // renormalize
+//! x = (x / f) * 2^24 + (x mod f) + c
+//! ```
+//!
+//! To pop: `slot = x mod 2^24` selects the symbol `s` with `c <= slot < c + f`;
+//! `x = f * (x >> 24) + slot - c`, and if then `x < L`, `x = x * 2^32 + words.pop()`. A pop that
+//! needs a word when none is left reads past the end of the stream: that is an error, never a
+//! panic. The coder is a stack: [`AnsCoder::push`] of N symbols encodes them last to first, so a
+//! later [`AnsCoder::pop`] with the same distributions returns them first to last; separate
+//! pushes pop in reverse order.
+//!
+//! Distributions arrive as float32 rows (logits or probabilities) and are quantized by
+//! [`crate::quantize`] (a pure function of the float bits), one row per symbol. Pushes and pops
+//! are atomic: a batch with any bad symbol or row changes nothing.
+//!
+//! # The byte format
+//!
+//! [`AnsCoder::to_bytes`]: the words in the order they were written, then the state as two
+//! words (low, high), every word little endian: `4 * (num_words + 2)` bytes, the empty coder
+//! being the 8 bytes of `L`. [`AnsCoder::from_bytes`] checks that the length is a multiple of 4
+//! (at least 8) and that the state lies in `[L, 2^63)`. The size is at most 64 bits above the
+//! ideal `sum -log2 p(x)` under the quantized tables (32 of them are the initial state).
+//!
+//! [`AnsBatch`] holds many independent streams and codes them in parallel with rayon; each
+//! stream's bytes are exactly those of a single [`AnsCoder`] fed the same rows.
+
+use rayon::prelude::*;
+
+use crate::error::{CoreError, CoreResult};
+use crate::quantize::{
+    simd_dispatch, Input, Quantizer, MAX_SYMBOLS, MIN_SYMBOLS, PRECISION, TOTAL,
+};
+
+/// The lower bound of the normalized state interval `[STATE_LOW, 2^63)`.
+pub const STATE_LOW: u64 = 1 << 31;
+const STATE_HIGH: u64 = 1 << 63;
+const WORD_BITS: u32 = 32;
+
+/// A single rANS stream used as a stack.
+///
+/// ```
+/// use ardm_core::ans::AnsCoder;
+/// let logits = [0.0f32, 2.0, -1.0, 0.5, 0.5, 0.5]; // two rows of K = 3
+/// let mut coder = AnsCoder::new();
+/// coder.push(&[1, 2], &logits, 3).unwrap();
+/// let bytes = coder.to_bytes();
+/// let mut decoder = AnsCoder::from_bytes(&bytes).unwrap();
+/// assert_eq!(decoder.pop(&logits, 3).unwrap(), vec![1, 2]);
+/// assert!(decoder.is_empty());
+/// ```
+#[derive(Clone, Debug)]
+pub struct AnsCoder {
+    state: u64,
+    words: Vec<u32>,
+    quantizer: Quantizer,
+}
+
+impl Default for AnsCoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for AnsCoder {
+    fn eq(&self, other: &Self) -> bool {
+        self.state == other.state && self.words == other.words
+    }
+}
+
+impl AnsCoder {
+    /// An empty stack.
+    pub fn new() -> Self {
+        AnsCoder {
+            state: STATE_LOW,
+            words: Vec::new(),
+            quantizer: Quantizer::new(),
+        }
+    }
+
+    /// True when nothing (or only symbols of probability one) has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.state == STATE_LOW && self.words.is_empty()
+    }
+
+    /// Size of [`AnsCoder::to_bytes`] in bits.
+    pub fn num_bits(&self) -> u64 {
+        WORD_BITS as u64 * (self.words.len() as u64 + 2)
+    }
+
+    /// Encodes `symbols[n]` under row `n` of `logits` (`symbols.len()` rows of `num_symbols`).
+    pub fn push(&mut self, symbols: &[i64], logits: &[f32], num_symbols: usize) -> CoreResult<()> {
+        self.push_rows(symbols, logits, num_symbols, Input::Logits)
+    }
+
+    /// Decodes `logits.len() / num_symbols` symbols, the first row first.
+    pub fn pop(&mut self, logits: &[f32], num_symbols: usize) -> CoreResult<Vec<i64>> {
+        self.pop_rows(logits, num_symbols, Input::Logits)
+    }
+
+    /// [`AnsCoder::push`] with probability rows instead of logits.
+    pub fn push_probs(
+        &mut self,
+        symbols: &[i64],
+        probs: &[f32],
+        num_symbols: usize,
+    ) -> CoreResult<()> {
+        self.push_rows(symbols, probs, num_symbols, Input::Probs)
+    }
+
+    /// [`AnsCoder::pop`] with probability rows instead of logits.
+    pub fn pop_probs(&mut self, probs: &[f32], num_symbols: usize) -> CoreResult<Vec<i64>> {
+        self.pop_rows(probs, num_symbols, Input::Probs)
+    }
+
+    /// Pushes with rows of either kind; on error the coder is unchanged.
+    pub fn push_rows(
+        &mut self,
+        symbols: &[i64],
+        rows: &[f32],
+        num_symbols: usize,
+        input: Input,
+    ) -> CoreResult<()> {
+        check_rows(rows.len(), num_symbols, Some(symbols.len()))?;
+        check_symbols(symbols, num_symbols)?;
+        let (state, len) = (self.state, self.words.len());
+        let result = encode(
+            &mut self.quantizer,
+            &mut self.state,
+            &mut self.words,
+            symbols,
+            rows,
+            num_symbols,
+            input,
+        );
+        if result.is_err() {
+            self.state = state;
+            self.words.truncate(len);
+        }
+        result
+    }
+
+    /// Pops one symbol per row of either kind; on error the coder is unchanged.
+    pub fn pop_rows(
+        &mut self,
+        rows: &[f32],
+        num_symbols: usize,
+        input: Input,
+    ) -> CoreResult<Vec<i64>> {
+        let n = check_rows(rows.len(), num_symbols, None)?;
+        let mut out = vec![0i64; n];
+        let (state, len) = decode(
+            &mut self.quantizer,
+            self.state,
+            &self.words,
+            rows,
+            num_symbols,
+            input,
+            &mut out,
+        )?;
+        self.state = state;
+        self.words.truncate(len);
+        Ok(out)
+    }
+
+    /// The words, then the state as (low, high) words, little endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 * (self.words.len() + 2));
+        for &w in &self.words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.state as u32).to_le_bytes());
+        out.extend_from_slice(&((self.state >> WORD_BITS) as u32).to_le_bytes());
+        out
+    }
+
+    /// Reads what [`AnsCoder::to_bytes`] wrote, checking length and state.
+    pub fn from_bytes(bytes: &[u8]) -> CoreResult<Self> {
+        if !bytes.len().is_multiple_of(4) || bytes.len() < 8 {
+            return Err(CoreError::new(format!(
+                "an ANS stream is a whole number of 4-byte words, at least 2, got {} bytes",
+                bytes.len()
+            )));
+        }
+        let mut words: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let high = words.pop().unwrap_or(0) as u64;
+        let low = words.pop().unwrap_or(0) as u64;
+        let state = (high << WORD_BITS) | low;
+        if !(STATE_LOW..STATE_HIGH).contains(&state) {
+            return Err(CoreError::new(format!(
+                "corrupted ANS stream: final state {state:#x} outside [2^31, 2^63)"
+            )));
+        }
+        Ok(AnsCoder {
+            state,
+            words,
+            quantizer: Quantizer::new(),
+        })
+    }
+}
+
+/// Checks that `len` floats form rows of `num_symbols` (and `expected` rows, if given);
+/// returns the number of rows.
+fn check_rows(len: usize, num_symbols: usize, expected: Option<usize>) -> CoreResult<usize> {
+    if !(MIN_SYMBOLS..=MAX_SYMBOLS).contains(&num_symbols) {
+        return Err(CoreError::new(format!(
+            "the number of symbols must be in {MIN_SYMBOLS}..={MAX_SYMBOLS}, got {num_symbols}"
+        )));
+    }
+    if !len.is_multiple_of(num_symbols) {
+        return Err(CoreError::new(format!(
+            "{len} values do not split into rows of {num_symbols}"
+        )));
+    }
+    let n = len / num_symbols;
+    if let Some(expected) = expected {
+        if expected != n {
+            return Err(CoreError::new(format!(
+                "{expected} symbols but {n} rows of distributions"
+            )));
+        }
+    }
+    Ok(n)
+}
+
+fn check_symbols(symbols: &[i64], num_symbols: usize) -> CoreResult<()> {
+    let k = num_symbols as i64;
+    if let Some((i, &s)) = symbols
+        .iter()
+        .enumerate()
+        .find(|(_, &s)| !(0..k).contains(&s))
+    {
+        return Err(CoreError::new(format!(
+            "symbol {s} at position {i} is out of range 0..{num_symbols}"
+        )));
+    }
+    Ok(())
+}
+
+simd_dispatch! {
+    /// Encodes validated symbols, the last row first. On error `state` and `words` hold a
+    /// consistent partial result that the caller undoes.
+    fn encode(
+        quantizer: &mut Quantizer,
+        state: &mut u64,
+        words: &mut Vec<u32>,
+        symbols: &[i64],
+        rows: &[f32],
+        num_symbols: usize,
+        input: Input,
+    ) -> CoreResult<()> {
+        let mut x = *state;
+        for (&symbol, row) in symbols.iter().zip(rows.chunks_exact(num_symbols)).rev() {
+            quantizer.prepare(row, input)?;
+            let (cum, freq) = quantizer.locate(symbol as usize);
+            let freq = freq as u64;
+            if x >= ((STATE_LOW >> PRECISION) << WORD_BITS) * freq {
+                words.push(x as u32);
+                x >>= WORD_BITS;
+            }
+            x = ((x / freq) << PRECISION) + (x % freq) + cum as u64;
+            *state = x;
+        }
+        Ok(())
+    }
+}
+
+simd_dispatch! {
+    /// Decodes one symbol per row into `out` from `(state, words)` without changing them;
+    /// returns the new state and the number of words left.
+    fn decode(
+        quantizer: &mut Quantizer,
+        state: u64,
+        words: &[u32],
+        rows: &[f32],
+        num_symbols: usize,
+        input: Input,
+        out: &mut [i64],
+    ) -> CoreResult<(u64, usize)> {
+        let mut x = state;
+        let mut len = words.len();
+        for (row, symbol) in rows.chunks_exact(num_symbols).zip(out.iter_mut()) {
+            quantizer.prepare(row, input)?;
+            let slot = (x & (TOTAL as u64 - 1)) as u32;
+            let (s, cum, freq) = quantizer.find(slot);
+            x = freq as u64 * (x >> PRECISION) + (slot - cum) as u64;
+            if x < STATE_LOW {
+                if len == 0 {
+                    return Err(CoreError::new(
+                        "popped past the end of the ANS stream (truncated or corrupted data, \
+                         or different distributions than when pushed)",
+                    ));
+                }
+                len -= 1;
+                x = (x << WORD_BITS) | words[len] as u64;
+            }
+            *symbol = s as i64;
+        }
+        Ok((x, len))
+    }
+}
+
+/// Many independent [`AnsCoder`] streams, coded in parallel (one rayon task per stream).
+///
+/// ```
+/// use ardm_core::ans::AnsBatch;
+/// let mut batch = AnsBatch::new(2);
+/// let logits = vec![0.0f32; 2 * 3 * 4]; // B = 2 streams, N = 3 symbols, K = 4
+/// batch.push(&[0, 1, 2, 3, 2, 1], &logits, 3, 4).unwrap();
+/// assert_eq!(batch.pop(&logits, 3, 4).unwrap(), vec![0, 1, 2, 3, 2, 1]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnsBatch {
+    coders: Vec<AnsCoder>,
+}
+
+impl AnsBatch {
+    /// `num_streams` empty streams.
+    pub fn new(num_streams: usize) -> Self {
+        AnsBatch {
+            coders: vec![AnsCoder::new(); num_streams],
+        }
+    }
+
+    /// Wraps existing streams.
+    pub fn from_coders(coders: Vec<AnsCoder>) -> Self {
+        AnsBatch { coders }
+    }
+
+    pub fn len(&self) -> usize {
+        self.coders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.coders.is_empty()
+    }
+
+    pub fn coders(&self) -> &[AnsCoder] {
+        &self.coders
+    }
+
+    fn check_shape(&self, len: usize, n: usize, num_symbols: usize) -> CoreResult<()> {
+        let expected = self.coders.len() * n * num_symbols;
+        if len != expected {
+            return Err(CoreError::new(format!(
+                "expected {} streams x {n} rows x {num_symbols} symbols = {expected} values, got {len}",
+                self.coders.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Pushes `symbols[b][n]` (flat, `B * N`) under rows `logits[b][n]` (flat, `B * N * K`) onto
+    /// stream `b`. All or nothing: on any error no stream changes.
+    pub fn push(
+        &mut self,
+        symbols: &[i64],
+        logits: &[f32],
+        n: usize,
+        num_symbols: usize,
+    ) -> CoreResult<()> {
+        self.push_rows(symbols, logits, n, num_symbols, Input::Logits)
+    }
+
+    /// Pops `N` symbols from every stream; returns them flat (`B * N`). All or nothing.
+    pub fn pop(&mut self, logits: &[f32], n: usize, num_symbols: usize) -> CoreResult<Vec<i64>> {
+        self.pop_rows(logits, n, num_symbols, Input::Logits)
+    }
+
+    pub fn push_rows(
+        &mut self,
+        symbols: &[i64],
+        rows: &[f32],
+        n: usize,
+        num_symbols: usize,
+        input: Input,
+    ) -> CoreResult<()> {
+        check_rows(rows.len(), num_symbols, Some(symbols.len()))?;
+        self.check_shape(rows.len(), n, num_symbols)?;
+        check_symbols(symbols, num_symbols)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let saved: Vec<(u64, usize)> = self
+            .coders
+            .iter()
+            .map(|c| (c.state, c.words.len()))
+            .collect();
+        let results: Vec<CoreResult<()>> = self
+            .coders
+            .par_iter_mut()
+            .zip(symbols.par_chunks(n))
+            .zip(rows.par_chunks(n * num_symbols))
+            .map(|((coder, s), r)| coder.push_rows(s, r, num_symbols, input))
+            .collect();
+        if let Some(err) = results.into_iter().find_map(Result::err) {
+            for (coder, (state, len)) in self.coders.iter_mut().zip(saved) {
+                coder.state = state;
+                coder.words.truncate(len);
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    pub fn pop_rows(
+        &mut self,
+        rows: &[f32],
+        n: usize,
+        num_symbols: usize,
+        input: Input,
+    ) -> CoreResult<Vec<i64>> {
+        check_rows(rows.len(), num_symbols, None)?;
+        self.check_shape(rows.len(), n, num_symbols)?;
+        let mut out = vec![0i64; self.coders.len() * n];
+        if n == 0 {
+            return Ok(out);
+        }
+        let results: Vec<CoreResult<(u64, usize)>> = self
+            .coders
+            .par_iter_mut()
+            .zip(rows.par_chunks(n * num_symbols))
+            .zip(out.par_chunks_mut(n))
+            .map(|((coder, r), o)| {
+                decode(
+                    &mut coder.quantizer,
+                    coder.state,
+                    &coder.words,
+                    r,
+                    num_symbols,
+                    input,
+                    o,
+                )
+            })
+            .collect();
+        let mut new_states = Vec::with_capacity(results.len());
+        for (b, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(s) => new_states.push(s),
+                Err(e) => return Err(CoreError::new(format!("stream {b}: {e}"))),
+            }
+        }
+        for (coder, (state, len)) in self.coders.iter_mut().zip(new_states) {
+            coder.state = state;
+            coder.words.truncate(len);
+        }
+        Ok(out)
+    }
+
+    /// [`AnsCoder::to_bytes`] of every stream.
+    pub fn to_bytes_list(&self) -> Vec<Vec<u8>> {
+        self.coders.iter().map(AnsCoder::to_bytes).collect()
+    }
+
+    /// Streams from [`AnsBatch::to_bytes_list`].
+    pub fn from_bytes_list<B: AsRef<[u8]>>(streams: &[B]) -> CoreResult<Self> {
+        let coders = streams
+            .iter()
+            .enumerate()
+            .map(|(b, bytes)| {
+                AnsCoder::from_bytes(bytes.as_ref())
+                    .map_err(|e| CoreError::new(format!("stream {b}: {e}")))
+            })
+            .collect::<CoreResult<Vec<_>>>()?;
+        Ok(AnsBatch { coders })
+    }
+
+    /// [`AnsCoder::num_bits`] of every stream.
+    pub fn num_bits(&self) -> Vec<u64> {
+        self.coders.iter().map(AnsCoder::num_bits).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize::ideal_bits;
+    use proptest::prelude::*;
+
+    /// A small deterministic generator (tests only).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() % (1 << 24)) as f32 / (1 << 24) as f32
+        }
+    }
+
+    fn sample(freqs: &[u32], slot: u32) -> i64 {
+        let mut cum = 0;
+        for (i, &f) in freqs.iter().enumerate() {
+            cum += f;
+            if slot < cum {
+                return i as i64;
+            }
+        }
+        unreachable!()
+    }
+
+    /// Rows of logits of the given style and symbols drawn from their quantized tables.
+    fn data(rng: &mut Lcg, n: usize, k: usize, style: u8) -> (Vec<i64>, Vec<f32>) {
+        let mut logits = vec![0f32; n * k];
+        for row in logits.chunks_exact_mut(k) {
+            let hot = (rng.next() as usize) % k;
+            for (i, l) in row.iter_mut().enumerate() {
+                *l = match style {
+                    0 => rng.unit() * 8.0 - 4.0,
+                    1 => rng.unit() * 0.01 + if i == hot { 50.0 } else { 0.0 },
+                    2 => rng.unit() * 1e-3,
+                    _ => rng.unit() * 200.0 - 100.0,
+                };
+            }
+        }
+        let tables = crate::quantize::quantize_logits(&logits, k).unwrap();
+        let symbols = tables
+            .chunks_exact(k)
+            .map(|t| {
+                if rng.next().is_multiple_of(8) {
+                    (rng.next() % k as u64) as i64 // sometimes an improbable symbol
+                } else {
+                    sample(t, (rng.next() % TOTAL as u64) as u32)
+                }
+            })
+            .collect();
+        (symbols, logits)
+    }
+
+    #[test]
+    fn empty_coder_round_trips() {
+        let coder = AnsCoder::new();
+        let bytes = coder.to_bytes();
+        assert_eq!(bytes.len(), 8);
+        let back = AnsCoder::from_bytes(&bytes).unwrap();
+        assert!(back.is_empty());
+        assert_eq!(back, coder);
+    }
+
+    #[test]
+    fn pop_from_empty_is_an_error() {
+        let mut coder = AnsCoder::new();
+        assert!(coder.pop(&[0.0, 0.0, 0.0, 0.0], 2).is_err());
+        assert!(coder.is_empty());
+    }
+
+    #[test]
+    fn truncated_streams_error_without_panicking() {
+        let mut rng = Lcg(7);
+        let (symbols, logits) = data(&mut rng, 2000, 16, 0);
+        let mut coder = AnsCoder::new();
+        coder.push(&symbols, &logits, 16).unwrap();
+        let bytes = coder.to_bytes();
+        for cut in [4usize, 40, 400, bytes.len() - 8] {
+            // Dropping leading words makes the decoder run out of words.
+            let Ok(mut dec) = AnsCoder::from_bytes(&bytes[cut..]) else {
+                continue;
+            };
+            assert!(dec.pop(&logits, 16).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_input_changes_nothing() {
+        let mut coder = AnsCoder::new();
+        coder.push(&[1, 0], &[0.0, 1.0, 1.0, 0.0], 2).unwrap();
+        let before = coder.clone();
+        assert!(coder.push(&[0, 2], &[0.0, 1.0, 1.0, 0.0], 2).is_err());
+        assert!(coder.push(&[0, 1], &[0.0, 1.0, f32::NAN, 0.0], 2).is_err());
+        assert!(coder.push(&[0], &[0.0, 1.0, 1.0, 0.0], 2).is_err());
+        assert!(coder.pop(&[0.0, 1.0, f32::INFINITY, 0.0], 2).is_err());
+        assert_eq!(coder, before);
+        assert_eq!(coder.pop(&[0.0, 1.0, 1.0, 0.0], 2).unwrap(), vec![1, 0]);
+    }
+
+    #[test]
+    fn size_is_close_to_ideal() {
+        let mut rng = Lcg(3);
+        for (k, style) in [
+            (2usize, 0u8),
+            (16, 0),
+            (256, 0),
+            (256, 1),
+            (256, 2),
+            (1000, 3),
+        ] {
+            let (symbols, logits) = data(&mut rng, 3000, k, style);
+            let mut coder = AnsCoder::new();
+            coder.push(&symbols, &logits, k).unwrap();
+            let ideal = ideal_bits(&symbols, &logits, k, Input::Logits).unwrap();
+            let bits = coder.num_bits() as f64;
+            assert!(
+                bits <= ideal * 1.001 + 64.0,
+                "k={k}: {bits} vs ideal {ideal}"
+            );
+            assert!(bits >= ideal, "k={k}: {bits} below ideal {ideal}");
+        }
+    }
+
+    #[test]
+    fn batch_matches_single_streams() {
+        let mut rng = Lcg(11);
+        let (b, n, k) = (5usize, 40usize, 7usize);
+        let (symbols, logits) = data(&mut rng, b * n, k, 0);
+        let mut batch = AnsBatch::new(b);
+        batch.push(&symbols, &logits, n, k).unwrap();
+        for i in 0..b {
+            let mut single = AnsCoder::new();
+            single
+                .push(
+                    &symbols[i * n..(i + 1) * n],
+                    &logits[i * n * k..(i + 1) * n * k],
+                    k,
+                )
+                .unwrap();
+            assert_eq!(batch.to_bytes_list()[i], single.to_bytes());
+        }
+        let mut back = AnsBatch::from_bytes_list(&batch.to_bytes_list()).unwrap();
+        let mut bad = logits.clone();
+        bad[3 * n * k] = f32::NAN;
+        assert!(back.push(&symbols, &bad, n, k).is_err());
+        assert!(back.pop(&bad, n, k).is_err());
+        assert_eq!(back, batch);
+        assert_eq!(back.pop(&logits, n, k).unwrap(), symbols);
+        assert!(back.coders().iter().all(AnsCoder::is_empty));
+    }
+
+    #[test]
+    fn corrupted_state_is_rejected() {
+        assert!(AnsCoder::from_bytes(&[0; 8]).is_err());
+        assert!(AnsCoder::from_bytes(&[0xff; 8]).is_err());
+        assert!(AnsCoder::from_bytes(&[0; 6]).is_err());
+        assert!(AnsCoder::from_bytes(&[]).is_err());
+    }
+
+    #[test]
+    fn probs_round_trip() {
+        let probs = [0.5f32, 0.5, 0.0, 0.9, 0.1, 0.0, 0.0, 0.0, 1.0];
+        let mut coder = AnsCoder::new();
+        coder.push_probs(&[1, 2, 0], &probs, 3).unwrap();
+        assert_eq!(coder.pop_probs(&probs, 3).unwrap(), vec![1, 2, 0]);
+        assert!(coder.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn stack_round_trips(
+            seed in any::<u64>(),
+            k in 2usize..600,
+            style in 0u8..4,
+            sizes in proptest::collection::vec(0usize..60, 1..6),
+        ) {
+            let mut rng = Lcg(seed);
+            let mut coder = AnsCoder::new();
+            let mut pushed = Vec::new();
+            for &n in &sizes {
+                let (symbols, logits) = data(&mut rng, n, k, style);
+                coder.push(&symbols, &logits, k).unwrap();
+                pushed.push((symbols, logits));
+            }
+            let mut coder = AnsCoder::from_bytes(&coder.to_bytes()).unwrap();
+            for (symbols, logits) in pushed.iter().rev() {
+                prop_assert_eq!(&coder.pop(logits, k).unwrap(), symbols);
+            }
+            prop_assert!(coder.is_empty());
+        }
+    }
+}
