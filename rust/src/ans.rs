@@ -215,7 +215,7 @@ impl AnsCoder {
 fn check_rows(len: usize, num_symbols: usize, expected: Option<usize>) -> CoreResult<usize> {
     if !(MIN_SYMBOLS..=MAX_SYMBOLS).contains(&num_symbols) {
         return Err(CoreError::new(format!(
-            "the number of symbols must be in {MIN_SYMBOLS}..={MAX_SYMBOLS}, got {num_symbols}"
+            "distributions need {MIN_SYMBOLS} to {MAX_SYMBOLS} symbols, got K = {num_symbols}"
         )));
     }
     if !len.is_multiple_of(num_symbols) {

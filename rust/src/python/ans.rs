@@ -1,7 +1,444 @@
-//! Bindings: filled in by the module's owner.
+//! Bindings of the quantizer (`crate::quantize`) and the rANS coder (`crate::ans`).
+//!
+//! Symbols may be any integer array-like (numpy integer dtypes of any width, lists); logits and
+//! probabilities must be C-contiguous float32 numpy arrays, borrowed without a copy while the
+//! coding runs with the GIL released. Every bad argument is a `ValueError` naming the problem.
 
+use numpy::{
+    Element, IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::ans::{AnsBatch, AnsCoder};
+use crate::quantize::{self, Input};
+
+fn value_error(msg: impl Into<String>) -> PyErr {
+    PyValueError::new_err(msg.into())
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+fn shape_str(shape: &[usize]) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("({})", parts.join(", "))
+}
+
+/// Integer symbols of any integer dtype as `(flat i64 values, shape)`, with `ndim` dimensions.
+/// Values beyond the i64 range saturate (and are then out of range for the coder).
+fn symbols_arg(obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<usize>)> {
+    let py = obj.py();
+    let what = if ndim == 1 {
+        "a 1-D integer array (N,)"
+    } else {
+        "a 2-D integer array (B, N)"
+    };
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+        return Err(value_error(format!(
+            "symbols must be {what}, got {}",
+            type_name(obj)
+        )));
+    }
+    let numpy = py.import("numpy")?;
+    let array = numpy
+        .call_method1("asarray", (obj,))
+        .map_err(|e| value_error(format!("symbols must be {what}: {e}")))?;
+    let array = array
+        .cast_into::<PyUntypedArray>()
+        .map_err(|_| value_error(format!("symbols must be {what}")))?;
+    let shape = array.shape().to_vec();
+    if shape.len() != ndim {
+        return Err(value_error(format!(
+            "symbols must be {what}, got shape {}",
+            shape_str(&shape)
+        )));
+    }
+    let size: usize = shape.iter().product();
+    if size == 0 {
+        return Ok((Vec::new(), shape));
+    }
+    let kind = array.dtype().kind();
+    let values = match kind {
+        b'i' => {
+            let a = numpy
+                .call_method1("ascontiguousarray", (array, numpy.getattr("int64")?))?
+                .cast_into::<PyArrayDyn<i64>>()
+                .map_err(|_| value_error("symbols could not be read as int64"))?;
+            let ro = a.readonly();
+            ro.as_slice()?.to_vec()
+        }
+        b'u' => {
+            let a = numpy
+                .call_method1("ascontiguousarray", (array, numpy.getattr("uint64")?))?
+                .cast_into::<PyArrayDyn<u64>>()
+                .map_err(|_| value_error("symbols could not be read as uint64"))?;
+            let ro = a.readonly();
+            ro.as_slice()?
+                .iter()
+                .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+                .collect()
+        }
+        _ => {
+            return Err(value_error(format!(
+                "symbols must be integers, got dtype {}",
+                array.dtype().str()?
+            )))
+        }
+    };
+    Ok((values, shape))
+}
+
+/// A C-contiguous float32 numpy array with `ndim` dimensions, checked with messages that say
+/// what is wrong.
+fn float_rows_arg<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    ndim: usize,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let py = obj.py();
+    let what = if ndim == 2 {
+        "a C-contiguous float32 numpy array of shape (N, K)"
+    } else {
+        "a C-contiguous float32 numpy array of shape (B, N, K)"
+    };
+    let array = obj
+        .cast::<PyUntypedArray>()
+        .map_err(|_| value_error(format!("{name} must be {what}, got {}", type_name(obj))))?;
+    let dtype = array.dtype();
+    if !dtype.is_equiv_to(&f32::get_dtype(py)) {
+        return Err(value_error(format!(
+            "{name} must be {what}, got dtype {}",
+            dtype.str()?
+        )));
+    }
+    if array.ndim() != ndim {
+        return Err(value_error(format!(
+            "{name} must be {what}, got shape {}",
+            shape_str(array.shape())
+        )));
+    }
+    if !array.is_c_contiguous() {
+        return Err(value_error(format!(
+            "{name} must be C-contiguous (use numpy.ascontiguousarray)"
+        )));
+    }
+    Ok(array.clone())
+}
+
+/// Runs `f` on the flat data of a checked float32 array without copying it.
+fn with_floats<T>(
+    array: &Bound<'_, PyUntypedArray>,
+    f: impl FnOnce(&[f32]) -> PyResult<T>,
+) -> PyResult<T> {
+    let typed = array
+        .cast::<PyArrayDyn<f32>>()
+        .map_err(|_| value_error("expected a float32 array"))?;
+    let ro = typed
+        .try_readonly()
+        .map_err(|e| value_error(format!("array is being written elsewhere: {e}")))?;
+    f(ro.as_slice()?)
+}
+
+fn bytes_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    Err(value_error(format!(
+        "an ANS stream must be bytes or bytearray, got {}",
+        type_name(obj)
+    )))
+}
+
+/// Integer frequency tables (uint32, shape (N, K), each row summing to 2^24, every entry >= 1)
+/// of float32 logits of shape (N, K): the exact, platform-independent quantization the coder
+/// uses.
+///
+/// >>> import numpy as np
+/// >>> from ardm._core import quantize_logits
+/// >>> f = quantize_logits(np.array([[0.0, 1.0, -1.0]], dtype=np.float32))
+/// >>> int(f.sum()), bool(f[0, 1] > f[0, 0] > f[0, 2])
+/// (16777216, True)
+#[pyfunction]
+fn quantize_logits<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray2<u32>>> {
+    let array = float_rows_arg(logits, "logits", 2)?;
+    let (n, k) = (array.shape()[0], array.shape()[1]);
+    let tables = with_floats(&array, |rows| {
+        Ok(py.detach(|| quantize::quantize(rows, k, Input::Logits))?)
+    })?;
+    let out = tables.into_pyarray(py);
+    Ok(out.reshape([n, k])?)
+}
+
+/// A rANS stack coder: `push` N symbols with their float32 logits (N, K), and a later `pop`
+/// with the same logits returns them in the same order; separate pushes pop in reverse.
+///
+/// >>> import numpy as np
+/// >>> from ardm._core import AnsCoder
+/// >>> logits = np.array([[0.0, 2.0, -1.0], [1.0, 1.0, 1.0]], dtype=np.float32)
+/// >>> coder = AnsCoder()
+/// >>> coder.push([1, 2], logits)
+/// >>> data = coder.to_bytes()
+/// >>> AnsCoder.from_bytes(data).pop(logits).tolist()
+/// [1, 2]
+#[pyclass(name = "AnsCoder", module = "ardm._core")]
+struct PyAnsCoder {
+    inner: AnsCoder,
+}
+
+impl PyAnsCoder {
+    fn push_any(
+        &mut self,
+        symbols: &Bound<'_, PyAny>,
+        rows: &Bound<'_, PyAny>,
+        input: Input,
+    ) -> PyResult<()> {
+        let py = symbols.py();
+        let name = input_name(input);
+        let (symbols, _) = symbols_arg(symbols, 1)?;
+        let array = float_rows_arg(rows, name, 2)?;
+        let k = array.shape()[1];
+        let coder = &mut self.inner;
+        with_floats(&array, |rows| {
+            Ok(py.detach(|| coder.push_rows(&symbols, rows, k, input))?)
+        })
+    }
+
+    fn pop_any<'py>(
+        &mut self,
+        rows: &Bound<'py, PyAny>,
+        input: Input,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let py = rows.py();
+        let array = float_rows_arg(rows, input_name(input), 2)?;
+        let k = array.shape()[1];
+        let coder = &mut self.inner;
+        let out = with_floats(&array, |rows| {
+            Ok(py.detach(|| coder.pop_rows(rows, k, input))?)
+        })?;
+        Ok(out.into_pyarray(py))
+    }
+}
+
+fn input_name(input: Input) -> &'static str {
+    match input {
+        Input::Logits => "logits",
+        Input::Probs => "probs",
+    }
+}
+
+#[pymethods]
+impl PyAnsCoder {
+    /// An empty coder.
+    #[new]
+    fn new() -> Self {
+        PyAnsCoder {
+            inner: AnsCoder::new(),
+        }
+    }
+
+    /// Encodes `symbols[n]` (any integers, shape (N,)) under `softmax(logits[n])`, logits
+    /// float32 (N, K). Atomic: on a ValueError the coder is unchanged.
+    ///
+    /// >>> import numpy as np
+    /// >>> c = AnsCoder(); c.push(np.array([3], dtype=np.uint8), np.zeros((1, 4), np.float32))
+    /// >>> c.num_bits()
+    /// 64
+    fn push(&mut self, symbols: &Bound<'_, PyAny>, logits: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.push_any(symbols, logits, Input::Logits)
+    }
+
+    /// Decodes one symbol per row of `logits` (float32 (N, K)), the first row first; int64 (N,).
+    ///
+    /// >>> import numpy as np
+    /// >>> c = AnsCoder(); c.push([3], np.zeros((1, 4), np.float32))
+    /// >>> c.pop(np.zeros((1, 4), np.float32)).tolist()
+    /// [3]
+    fn pop<'py>(&mut self, logits: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        self.pop_any(logits, Input::Logits)
+    }
+
+    /// `push` with float32 probabilities (N, K) (non-negative, any positive row sum).
+    ///
+    /// >>> import numpy as np
+    /// >>> c = AnsCoder(); c.push_probs([1], np.array([[0.25, 0.75]], np.float32))
+    /// >>> c.pop_probs(np.array([[0.25, 0.75]], np.float32)).tolist()
+    /// [1]
+    fn push_probs(&mut self, symbols: &Bound<'_, PyAny>, probs: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.push_any(symbols, probs, Input::Probs)
+    }
+
+    /// `pop` with float32 probabilities (N, K).
+    fn pop_probs<'py>(&mut self, probs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        self.pop_any(probs, Input::Probs)
+    }
+
+    /// The stream: its 32-bit words then the state (2 words), little endian.
+    ///
+    /// >>> len(AnsCoder().to_bytes())
+    /// 8
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    /// A coder from `to_bytes()` output; ValueError if the bytes cannot be a stream.
+    ///
+    /// >>> AnsCoder.from_bytes(AnsCoder().to_bytes()).is_empty()
+    /// True
+    #[staticmethod]
+    fn from_bytes(data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let bytes = bytes_arg(data)?;
+        Ok(PyAnsCoder {
+            inner: AnsCoder::from_bytes(&bytes)?,
+        })
+    }
+
+    /// Size of `to_bytes()` in bits.
+    fn num_bits(&self) -> u64 {
+        self.inner.num_bits()
+    }
+
+    /// True when there is nothing to pop.
+    fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AnsCoder(num_bits={})", self.inner.num_bits())
+    }
+}
+
+/// Many independent rANS streams coded in one call on all cores (rayon). Stream b's bytes are
+/// exactly those of an `AnsCoder` fed `symbols[b]` and `logits[b]`.
+///
+/// >>> import numpy as np
+/// >>> from ardm._core import AnsCoderBatch
+/// >>> batch = AnsCoderBatch(2)
+/// >>> logits = np.zeros((2, 3, 4), dtype=np.float32)
+/// >>> batch.push(np.array([[0, 1, 2], [3, 2, 1]]), logits)
+/// >>> batch.pop(logits).tolist()
+/// [[0, 1, 2], [3, 2, 1]]
+#[pyclass(name = "AnsCoderBatch", module = "ardm._core")]
+struct PyAnsCoderBatch {
+    inner: AnsBatch,
+}
+
+#[pymethods]
+impl PyAnsCoderBatch {
+    /// `num_streams` empty streams.
+    #[new]
+    fn new(num_streams: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let count: i64 = num_streams.extract().map_err(|_| {
+            value_error(format!(
+                "num_streams must be a non-negative integer, got {}",
+                type_name(num_streams)
+            ))
+        })?;
+        let count = usize::try_from(count)
+            .map_err(|_| value_error(format!("num_streams must be non-negative, got {count}")))?;
+        Ok(PyAnsCoderBatch {
+            inner: AnsBatch::new(count),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Pushes `symbols[b]` (integers, shape (B, N)) under `logits[b]` (float32 (B, N, K)) onto
+    /// stream b. All or nothing: on a ValueError no stream changes.
+    fn push(&mut self, symbols: &Bound<'_, PyAny>, logits: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = symbols.py();
+        let (symbols, sym_shape) = symbols_arg(symbols, 2)?;
+        let array = float_rows_arg(logits, "logits", 3)?;
+        let shape = array.shape().to_vec();
+        let (b, n, k) = (shape[0], shape[1], shape[2]);
+        if sym_shape != [b, n] {
+            return Err(value_error(format!(
+                "symbols of shape {} do not match logits of shape {}",
+                shape_str(&sym_shape),
+                shape_str(&shape)
+            )));
+        }
+        let batch = &mut self.inner;
+        with_floats(&array, |rows| {
+            Ok(py.detach(|| batch.push_rows(&symbols, rows, n, k, Input::Logits))?)
+        })
+    }
+
+    /// Pops N symbols from every stream, given logits float32 (B, N, K); int64 (B, N).
+    fn pop<'py>(&mut self, logits: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        let py = logits.py();
+        let array = float_rows_arg(logits, "logits", 3)?;
+        let shape = array.shape().to_vec();
+        let (b, n, k) = (shape[0], shape[1], shape[2]);
+        let batch = &mut self.inner;
+        let out = with_floats(&array, |rows| {
+            Ok(py.detach(|| batch.pop_rows(rows, n, k, Input::Logits))?)
+        })?;
+        Ok(out.into_pyarray(py).reshape([b, n])?)
+    }
+
+    /// Every stream's `to_bytes()`.
+    fn to_bytes_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let streams: Vec<Bound<'py, PyBytes>> = self
+            .inner
+            .to_bytes_list()
+            .iter()
+            .map(|b| PyBytes::new(py, b))
+            .collect();
+        PyList::new(py, streams)
+    }
+
+    /// A batch from a sequence of `to_bytes()` outputs.
+    #[staticmethod]
+    fn from_bytes_list(streams: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if streams.is_instance_of::<PyBytes>() || streams.is_instance_of::<PyString>() {
+            return Err(value_error(
+                "streams must be a sequence of bytes objects, got a single bytes/str",
+            ));
+        }
+        let iter = streams.try_iter().map_err(|_| {
+            value_error(format!(
+                "streams must be a sequence of bytes objects, got {}",
+                type_name(streams)
+            ))
+        })?;
+        let mut all = Vec::new();
+        for item in iter {
+            all.push(bytes_arg(&item?)?);
+        }
+        Ok(PyAnsCoderBatch {
+            inner: AnsBatch::from_bytes_list(&all)?,
+        })
+    }
+
+    /// Every stream's size in bits, int64 (B,).
+    fn num_bits<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        let bits: Vec<i64> = self.inner.num_bits().iter().map(|&b| b as i64).collect();
+        bits.into_pyarray(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AnsCoderBatch(num_streams={})", self.inner.len())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(quantize_logits, m)?)?;
+    m.add_class::<PyAnsCoder>()?;
+    m.add_class::<PyAnsCoderBatch>()?;
     Ok(())
 }

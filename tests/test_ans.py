@@ -1,0 +1,265 @@
+"""The rANS coder and the logits quantization of the Rust core (rust/src/ans.rs, quantize.rs)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ardm._core import AnsCoder, AnsCoderBatch, quantize_logits
+
+TOTAL = 1 << 24
+
+
+def sample(freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One symbol per row, drawn from the quantized tables."""
+    cum = np.cumsum(freqs, axis=1)
+    slots = rng.integers(0, TOTAL, size=(len(freqs), 1))
+    return (slots >= cum).sum(axis=1)
+
+
+def make_logits(rng: np.random.Generator, n: int, k: int, style: str) -> np.ndarray:
+    if style == "arbitrary":
+        logits = rng.normal(0, 3, size=(n, k))
+    elif style == "peaky":
+        logits = rng.normal(0, 0.01, size=(n, k))
+        logits[np.arange(n), rng.integers(0, k, n)] += 50.0
+    elif style == "uniform":
+        logits = rng.normal(0, 1e-4, size=(n, k))
+    else:  # near-zero probabilities: a huge spread
+        logits = rng.uniform(-100, 100, size=(n, k))
+    return np.ascontiguousarray(logits, dtype=np.float32)
+
+
+def ideal_bits(symbols: np.ndarray, logits: np.ndarray) -> float:
+    freqs = quantize_logits(logits).astype(np.float64)
+    return float(np.sum(24 - np.log2(freqs[np.arange(len(symbols)), symbols])))
+
+
+STYLES = ["arbitrary", "peaky", "uniform", "tiny"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("k,n", [(2, 500), (3, 300), (16, 300), (256, 200), (1000, 40), (65536, 3)])
+def test_round_trip(style: str, k: int, n: int) -> None:
+    rng = np.random.default_rng(k * 7 + len(style))
+    logits = make_logits(rng, n, k, style)
+    symbols = sample(quantize_logits(logits), rng)
+    symbols[::5] = rng.integers(0, k, size=len(symbols[::5]))  # improbable symbols too
+    coder = AnsCoder()
+    coder.push(symbols, logits)
+    decoder = AnsCoder.from_bytes(coder.to_bytes())
+    assert decoder.pop(logits).tolist() == symbols.tolist()
+    assert decoder.is_empty()
+    ideal = ideal_bits(symbols, logits)
+    assert ideal <= coder.num_bits() <= ideal * 1.001 + 64
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.integers(2, 300),
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=5),
+    style=st.sampled_from(STYLES),
+)
+def test_stack_order_across_pushes(seed: int, k: int, sizes: list[int], style: str) -> None:
+    rng = np.random.default_rng(seed)
+    coder = AnsCoder()
+    pushed = []
+    for n in sizes:
+        logits = make_logits(rng, n, k, style)
+        symbols = rng.integers(0, k, size=n)
+        coder.push(symbols, logits)
+        pushed.append((symbols, logits))
+    coder = AnsCoder.from_bytes(coder.to_bytes())
+    for symbols, logits in reversed(pushed):
+        assert coder.pop(logits).tolist() == symbols.tolist()
+    assert coder.is_empty()
+
+
+def test_probs_path() -> None:
+    probs = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.2, 0.3, 0.5]], dtype=np.float32)
+    coder = AnsCoder()
+    coder.push_probs([2, 2, 0], probs)
+    assert coder.pop_probs(probs).tolist() == [2, 2, 0]
+    assert coder.is_empty()
+
+
+def test_empty_coder_serializes() -> None:
+    data = AnsCoder().to_bytes()
+    assert len(data) == 8
+    coder = AnsCoder.from_bytes(data)
+    assert coder.is_empty() and coder.num_bits() == 64
+    assert AnsCoder.from_bytes(bytearray(data)).is_empty()
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+)
+def test_any_integer_dtype(dtype: type) -> None:
+    logits = np.zeros((3, 5), dtype=np.float32)
+    coder = AnsCoder()
+    coder.push(np.array([4, 0, 2], dtype=dtype), logits)
+    assert coder.pop(logits).tolist() == [4, 0, 2]
+
+
+def test_batch_matches_single_streams() -> None:
+    rng = np.random.default_rng(0)
+    b, n, k = 6, 50, 20
+    logits = make_logits(rng, b * n, k, "arbitrary").reshape(b, n, k)
+    symbols = rng.integers(0, k, size=(b, n))
+    batch = AnsCoderBatch(b)
+    assert len(batch) == b
+    batch.push(symbols, logits)
+    streams = batch.to_bytes_list()
+    for i in range(b):
+        single = AnsCoder()
+        single.push(symbols[i], logits[i])
+        assert streams[i] == single.to_bytes()
+    assert batch.num_bits().tolist() == [8 * len(s) for s in streams]
+    back = AnsCoderBatch.from_bytes_list(streams)
+    assert back.pop(logits).tolist() == symbols.tolist()
+
+
+def test_batch_is_all_or_nothing() -> None:
+    logits = np.zeros((2, 3, 4), dtype=np.float32)
+    batch = AnsCoderBatch(2)
+    batch.push(np.ones((2, 3), dtype=np.int64), logits)
+    before = batch.to_bytes_list()
+    bad = logits.copy()
+    bad[1, 2, 0] = np.nan
+    with pytest.raises(ValueError):
+        batch.push(np.ones((2, 3), dtype=np.int64), bad)
+    with pytest.raises(ValueError):
+        batch.pop(bad)
+    assert batch.to_bytes_list() == before
+
+
+def test_quantize_logits_is_pinned() -> None:
+    """The cross-platform contract: these frequencies never change."""
+    logits = np.array(
+        [[0.0, 1.0, -1.0, 2.5], [3.0, 3.0, -20.0, 0.125], [-100.0, 50.0, 0.0, 1e-3]], np.float32
+    )
+    freqs = quantize_logits(logits)
+    assert freqs.dtype == np.uint32 and freqs.shape == (3, 4)
+    assert freqs.sum(axis=1).tolist() == [TOTAL] * 3
+    assert freqs.tolist() == PINNED
+
+
+PINNED = [
+    [1031067, 2803227, 379379, 12563543],
+    [8158605, 8158349, 1, 460261],
+    [1, 16777213, 1, 1],
+]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(2, 2000), st.integers(0, 2**32 - 1))
+def test_quantized_tables_are_valid(k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, rng.uniform(0, 30), size=(2, k)).astype(np.float32)
+    freqs = quantize_logits(logits)
+    assert (freqs >= 1).all()
+    assert (freqs.sum(axis=1, dtype=np.int64) == TOTAL).all()
+    assert (quantize_logits(logits) == freqs).all()
+
+
+def test_truncated_stream_is_a_value_error() -> None:
+    rng = np.random.default_rng(1)
+    logits = make_logits(rng, 400, 16, "arbitrary")
+    symbols = rng.integers(0, 16, size=400)
+    coder = AnsCoder()
+    coder.push(symbols, logits)
+    data = coder.to_bytes()
+    for cut in (4, 40, len(data) - 8):
+        truncated = AnsCoder.from_bytes(data[cut:])
+        with pytest.raises(ValueError, match="past the end"):
+            truncated.pop(logits)
+    with pytest.raises(ValueError):
+        AnsCoder.from_bytes(data[:-1])
+    with pytest.raises(ValueError):
+        AnsCoder.from_bytes(b"\0" * 8)
+    with pytest.raises(ValueError):
+        AnsCoder().pop(logits[:1])
+
+
+LOGITS = np.zeros((3, 4), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "symbols,logits,match",
+    [
+        ([0, 1, 2], LOGITS.astype(np.float64), "float32"),
+        ([0, 1, 2], LOGITS.tolist(), "numpy array"),
+        ([0, 1, 2], LOGITS[None], "shape"),
+        ([0, 1, 2], np.zeros((8, 4), np.float32)[::2], "C-contiguous"),
+        ([0, 1, 2], np.zeros((3, 1), np.float32), "K = 1"),
+        (np.array([0.0, 1.0, 2.0]), LOGITS, "integers"),
+        ([0, 1], LOGITS, "2 symbols but 3 rows"),
+        ([[0, 1, 2]], LOGITS, "shape"),
+        ([0, 1, 4], LOGITS, "out of range"),
+        ([0, -1, 2], LOGITS, "out of range"),
+        (np.array([0, 2**63 + 1, 0], np.uint64), LOGITS, "out of range"),
+        ("012", LOGITS, "symbols"),
+        ([0, 1, 2], np.full((3, 4), np.nan, np.float32), "NaN"),
+        ([0, 1, 2], np.full((3, 4), np.inf, np.float32), "infinity"),
+    ],
+)
+def test_bad_input_is_a_value_error(symbols: object, logits: object, match: str) -> None:
+    coder = AnsCoder()
+    coder.push([1], np.zeros((1, 4), np.float32))
+    before = coder.to_bytes()
+    with pytest.raises(ValueError, match=match):
+        coder.push(symbols, logits)
+    assert coder.to_bytes() == before
+    if isinstance(logits, np.ndarray) and logits.dtype != np.float32:
+        with pytest.raises(ValueError):
+            coder.pop(logits)
+        with pytest.raises(ValueError):
+            quantize_logits(logits)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: AnsCoder.from_bytes("abc"),
+        lambda: AnsCoder.from_bytes(12),
+        lambda: AnsCoderBatch(-1),
+        lambda: AnsCoderBatch(1.5),
+        lambda: AnsCoderBatch.from_bytes_list(b"abcd"),
+        lambda: AnsCoderBatch.from_bytes_list([b"\0" * 8]),
+        lambda: AnsCoderBatch(2).push(np.zeros((2, 3), np.int64), np.zeros((2, 4, 5), np.float32)),
+        lambda: AnsCoderBatch(2).push(np.zeros((3, 3), np.int64), np.zeros((3, 3, 5), np.float32)),
+        lambda: AnsCoderBatch(2).pop(np.zeros((2, 3, 5), np.float64)),
+        lambda: AnsCoder().push_probs([0], np.array([[-1.0, 2.0]], np.float32)),
+        lambda: AnsCoder().push_probs([0], np.zeros((1, 2), np.float32)),
+        lambda: quantize_logits(np.zeros((1, (1 << 20) + 1), np.float32)),
+    ],
+)
+def test_other_bad_input_is_a_value_error(call: object) -> None:
+    with pytest.raises(ValueError):
+        call()  # type: ignore[operator]
+
+
+DOCUMENTED = [
+    quantize_logits,
+    AnsCoder,
+    AnsCoder.push,
+    AnsCoder.pop,
+    AnsCoder.push_probs,
+    AnsCoder.to_bytes,
+    AnsCoder.from_bytes,
+    AnsCoderBatch,
+]
+
+
+@pytest.mark.parametrize("obj", DOCUMENTED, ids=lambda o: o.__qualname__)
+def test_doc_examples(obj: object) -> None:
+    import doctest
+
+    doc = obj.__doc__ or ""
+    assert ">>>" in doc
+    globs = {"AnsCoder": AnsCoder, "AnsCoderBatch": AnsCoderBatch, "np": np}
+    test = doctest.DocTestParser().get_doctest(doc, globs, obj.__qualname__, None, 0)  # type: ignore[attr-defined]
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert runner.failures == 0
