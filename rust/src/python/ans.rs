@@ -179,7 +179,7 @@ fn quantize_logits<'py>(
         Ok(py.detach(|| quantize::quantize(rows, k, Input::Logits))?)
     })?;
     let out = tables.into_pyarray(py);
-    Ok(out.reshape([n, k])?)
+    out.reshape([n, k])
 }
 
 /// A rANS stack coder: `push` N symbols with their float32 logits (N, K), and a later `pop`
@@ -388,7 +388,7 @@ impl PyAnsCoderBatch {
         let out = with_floats(&array, |rows| {
             Ok(py.detach(|| batch.pop_rows(rows, n, k, Input::Logits))?)
         })?;
-        Ok(out.into_pyarray(py).reshape([b, n])?)
+        out.into_pyarray(py).reshape([b, n])
     }
 
     /// Every stream's `to_bytes()`.
