@@ -251,6 +251,7 @@ class OrderAgnosticARDM(nn.Module):
         order: np.ndarray | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         policy: np.ndarray | list[int] | None = None,
+        step_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Unbiased one-call estimate of the negative ELBO in bits per dimension, per item (B,).
 
@@ -265,7 +266,8 @@ class OrderAgnosticARDM(nn.Module):
         size n_i of the D - t_i unknown ones, so averaging over that subset gives the lower-variance
         ``k * n_i / (D - t_i) * sum_{unknown} -log p``; for k = D this is the training bound
         D/(D-t) * sum. With a fixed ``order`` it estimates -log2 p(x | order, policy), the number of
-        bits that :meth:`exact_nll_bits` computes exactly (divided by D).
+        bits that :meth:`exact_nll_bits` computes exactly (divided by D). ``step_index`` (B,) fixes
+        i per item instead of drawing it (to enumerate the expectation exactly).
 
         Example:
             >>> from ardm.nets import build_net
@@ -279,7 +281,12 @@ class OrderAgnosticARDM(nn.Module):
         k = len(steps)
         starts = torch.tensor(steps, device=self.device)
         ends = torch.tensor(steps[1:] + [self.num_vars], device=self.device)
-        i = torch.randint(0, k, (batch,), generator=generator).to(self.device)
+        if step_index is None:
+            i = torch.randint(0, k, (batch,), generator=generator).to(self.device)
+        else:
+            i = torch.as_tensor(step_index, dtype=torch.long, device=self.device)
+            if i.shape != (batch,) or int(i.min()) < 0 or int(i.max()) >= k:
+                raise ValueError(f"step_index must have shape ({batch},) and values in 0..{k - 1}")
         t_i, end_i = starts[i].unsqueeze(1), ends[i].unsqueeze(1)
         if order is None:
             ranks = self.random_ranks(batch, generator)

@@ -105,17 +105,19 @@ def timestep_embedding(fraction: torch.Tensor, dim: int, max_period: float = 100
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    # At least 4 channels per group: with one channel per group a per-channel shift vanishes.
+    return nn.GroupNorm(math.gcd(32, channels // 4), channels)
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, with the time embedding added in between."""
+    """GroupNorm-SiLU-conv twice; the time embedding scales and shifts the second norm's output
+    (improved-diffusion's ``use_scale_shift_norm``), so normalization cannot remove it."""
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float) -> None:
         super().__init__()
         self.norm1 = _norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.temb = nn.Linear(temb_dim, out_ch)
+        self.temb = nn.Linear(temb_dim, 2 * out_ch)
         self.norm2 = _norm(out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -125,8 +127,9 @@ class ResBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.silu(self.norm1(h)))
-        out = out + self.temb(temb)[:, :, None, None]
-        out = self.conv2(self.dropout(F.silu(self.norm2(out))))
+        scale, shift = self.temb(temb)[:, :, None, None].chunk(2, dim=1)
+        out = self.norm2(out) * (1.0 + scale) + shift
+        out = self.conv2(self.dropout(F.silu(out)))
         return self.skip(h) + out
 
 

@@ -1,0 +1,343 @@
+"""OrderAgnosticARDM: estimators against exact enumeration, sampling, masking, step losses."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ardm.ardm import OrderAgnosticARDM
+from ardm.nets import build_net
+from ardm.timesteps import StratifiedSampler, TimestepSampler, UniformSampler, make_sampler
+
+K = 3
+SHAPE = (4,)
+D = 4
+
+
+class TableNet(nn.Module):
+    """Context-free: a learned logit table per position, ignoring the input."""
+
+    def __init__(self, num_vars: int, num_classes: int, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.table = nn.Parameter(torch.randn(num_vars, num_classes, generator=gen))
+
+    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.table.expand(x_in.shape[0], *self.table.shape)
+
+
+class MLPNet(nn.Module):
+    """Context-dependent: an MLP over the one-hot masked input, the mask and t."""
+
+    def __init__(self, num_vars: int, num_classes: int, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.k = num_classes
+        self.mlp = nn.Sequential(
+            nn.Linear(num_vars * (num_classes + 2) + 1, 32), nn.Tanh(),
+            nn.Linear(32, num_vars * num_classes),
+        )
+        for p in self.mlp.parameters():
+            nn.init.normal_(p, std=1.0)
+
+    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        one_hot = nn.functional.one_hot(x_in, self.k + 1).flatten(1).float()
+        feats = torch.cat([one_hot, known.flatten(1).float(), t[:, None].float()], dim=1)
+        return self.mlp(feats).reshape(*x_in.shape, self.k)
+
+
+class FixedSampler(TimestepSampler):
+    def __init__(self, num_steps: int, t: torch.Tensor) -> None:
+        super().__init__(num_steps)
+        self.t = t
+
+    def sample(self, batch_size, device="cpu", generator=None):  # type: ignore[no-untyped-def]
+        return self.t.to(device), torch.ones(batch_size, device=device)
+
+
+def ranks_of(orders: torch.Tensor) -> torch.Tensor:
+    ranks = torch.empty_like(orders)
+    ranks.scatter_(1, orders, torch.arange(orders.shape[1]).expand_as(orders).contiguous())
+    return ranks
+
+
+ALL_ORDERS = torch.tensor(list(itertools.permutations(range(D))))  # (24, 4)
+
+
+def exact_order_average(model: OrderAgnosticARDM, x: torch.Tensor, policy=None) -> float:
+    """E_sigma[-log2 p(x | sigma, policy)] by enumeration, x a single item (1, *SHAPE)."""
+    bits = [float(model.exact_nll_bits(x, order, policy)[0]) for order in ALL_ORDERS]
+    return sum(bits) / len(bits)
+
+
+@pytest.fixture(params=["table", "mlp"])
+def model(request: pytest.FixtureRequest) -> OrderAgnosticARDM:
+    net = TableNet(D, K, seed=1) if request.param == "table" else MLPNet(D, K, seed=2)
+    return OrderAgnosticARDM(net, K, SHAPE, ce_weight=0.0)
+
+
+X_ITEMS = [torch.tensor([[0, 1, 2, 1]]), torch.tensor([[2, 2, 0, 1]])]
+
+
+@pytest.mark.parametrize("x", X_ITEMS)
+def test_training_loss_expectation_is_exact_nll(model: OrderAgnosticARDM, x: torch.Tensor) -> None:
+    # Enumerate every (t, sigma): the mean of the Eq. 4 loss is E_sigma[-log p(x | sigma)].
+    combos = [(t, o) for t in range(D) for o in range(len(ALL_ORDERS))]
+    t = torch.tensor([c[0] for c in combos])
+    ranks = ranks_of(ALL_ORDERS[[c[1] for c in combos]])
+    model.timestep_sampler = FixedSampler(D, t)
+    model.random_ranks = lambda batch, generator=None: ranks  # type: ignore[method-assign]
+    _, stats = model.training_loss(x.expand(len(combos), -1))
+    expected = exact_order_average(model, x) / D
+    assert float(stats["bpd"]) == pytest.approx(expected, rel=1e-5)
+    if isinstance(model.net, TableNet):
+        # Context-free: every order gives the same likelihood, sum of per-position -log p.
+        nll = -torch.log_softmax(model.net.table.detach(), -1).gather(1, x.T)[:, 0].sum() / math.log(2)
+        assert float(stats["bpd"]) * D == pytest.approx(float(nll), rel=1e-5)
+
+
+@pytest.mark.parametrize("policy", [[0, 1, 3], [0, 2], [0], [0, 1, 2, 3]])
+def test_policy_estimator_fixed_order_matches_exact(model: OrderAgnosticARDM, policy) -> None:
+    x = X_ITEMS[0]
+    order = torch.tensor([2, 0, 3, 1])
+    k = len(policy)
+    est = model.nll_bpd(x.expand(k, -1), order=order, policy=policy, step_index=torch.arange(k))
+    exact = float(model.exact_nll_bits(x, order, policy)[0])
+    assert float(est.mean()) * D == pytest.approx(exact, rel=1e-5)
+
+
+@pytest.mark.parametrize("policy", [[0, 1, 3], [0, 2], None])
+def test_policy_estimator_random_order_matches_exact(model: OrderAgnosticARDM, policy) -> None:
+    x = X_ITEMS[1]
+    steps = policy if policy is not None else list(range(D))
+    k = len(steps)
+    combos = list(itertools.product(range(len(ALL_ORDERS)), range(k)))
+    ranks = ranks_of(ALL_ORDERS[[c[0] for c in combos]])
+    model.random_ranks = lambda batch, generator=None: ranks  # type: ignore[method-assign]
+    est = model.nll_bpd(
+        x.expand(len(combos), -1), policy=policy, step_index=torch.tensor([c[1] for c in combos])
+    )
+    assert float(est.double().mean()) * D == pytest.approx(exact_order_average(model, x, policy), rel=1e-5)
+
+
+def test_nll_bpd_is_unbiased_monte_carlo() -> None:
+    # The plain random estimator, no enumeration hooks: mean over many draws near the exact value.
+    model = OrderAgnosticARDM(MLPNet(D, K, seed=3), K, SHAPE)
+    x = X_ITEMS[0]
+    est = model.nll_bpd(x.expand(20000, -1), generator=torch.Generator().manual_seed(0))
+    exact = exact_order_average(model, x) / D
+    stderr = float(est.std()) / math.sqrt(est.numel())
+    assert abs(float(est.mean()) - exact) < 4 * stderr + 1e-6
+
+
+class StepMarkerNet(nn.Module):
+    """Predicts, with certainty, the index of the current call; checks the masking of its input."""
+
+    def __init__(self, num_classes: int, absorbing: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.k = num_classes
+        self.absorbing = absorbing
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        assert bool((x_in[~known] == self.absorbing).all())
+        assert torch.equal(t, known.flatten(1).sum(1))
+        logits = torch.full((*x_in.shape, self.k), -1e9)
+        logits[..., self.calls] = 0.0
+        self.calls += 1
+        return logits
+
+
+@pytest.mark.parametrize("policy", [[0], [0, 3], [0, 1, 2, 9, 15], list(range(16))])
+def test_sample_calls_and_fills_each_variable_once(policy: list[int]) -> None:
+    shape = (1, 4, 4)
+    net = StepMarkerNet(16, absorbing=16)
+    model = OrderAgnosticARDM(net, 16, shape)
+    order = torch.from_numpy(np.random.default_rng(0).permutation(16))
+    x = model.sample(3, policy=policy, order=order)
+    assert net.calls == len(policy)
+    bounds = policy + [16]
+    flat = x.flatten(1)
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        assert bool((flat[:, order[lo:hi]] == i).all())  # filled at its own step, never again
+
+
+def test_sample_random_orders_and_temperature() -> None:
+    model = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+    gen = torch.Generator().manual_seed(0)
+    x = model.sample(5, generator=gen, temperature=0.5, policy=[0, 4, 8])
+    assert x.shape == (5, 1, 4, 4) and x.dtype == torch.long
+    assert int(x.min()) >= 0 and int(x.max()) < 4
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(1, temperature=0.0)
+    with pytest.raises(ValueError, match="step losses"):
+        model.sample(1, budget=2)
+
+
+class RecordingNet(nn.Module):
+    """Wraps a net and checks every input it sees for leaks of unknown variables."""
+
+    def __init__(self, inner: nn.Module, absorbing: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.absorbing = absorbing
+        self.seen = 0
+
+    def _check(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> None:
+        assert bool((x_in[~known] == self.absorbing).all())
+        assert torch.equal(t, known.flatten(1).sum(1))
+        self.seen += 1
+
+    def forward(self, x_in, known, t):  # type: ignore[no-untyped-def]
+        self._check(x_in, known, t)
+        return self.inner(x_in, known, t)
+
+    def target_log_probs(self, x_in, known, t, target):  # type: ignore[no-untyped-def]
+        self._check(x_in, known, t)
+        return self.inner.target_log_probs(x_in, known, t, target)
+
+
+def _perturbed_tiny(num_classes: int, shape: tuple[int, ...]) -> nn.Module:
+    net = build_net("tiny", num_classes, shape)
+    torch.manual_seed(0)
+    for p in net.parameters():  # zero-initialized output layers would hide any dependence
+        nn.init.normal_(p, std=0.2)
+    return net
+
+
+def test_masks_never_leak_into_predictions() -> None:
+    shape = (1, 4, 4)
+    model = OrderAgnosticARDM(_perturbed_tiny(8, shape), 8, shape)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 8, (3, *shape), generator=gen)
+    known = torch.rand(3, *shape, generator=gen) < 0.5
+    other = torch.where(known, x, torch.randint(0, 8, x.shape, generator=gen))
+    assert not torch.equal(other, x)
+    with torch.no_grad():
+        a, b = model.predict_logits(x, known), model.predict_logits(other, known)
+        c = model.predict_logits(x, known.logical_not())
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)  # the network does depend on the known values
+
+
+def test_every_method_masks_its_inputs() -> None:
+    shape = (1, 4, 4)
+    rec = RecordingNet(_perturbed_tiny(8, shape), absorbing=8)
+    model = OrderAgnosticARDM(rec, 8, shape)
+    x = torch.randint(0, 8, (2, *shape), generator=torch.Generator().manual_seed(1))
+    order = np.random.default_rng(0).permutation(16)
+    model.training_loss(x)
+    model.nll_bpd(x)
+    model.nll_bpd(x, order=order, policy=[0, 5])
+    model.exact_nll_bits(x, order, [0, 7, 11])
+    model.sample(2, policy=[0, 8])
+    model.estimate_step_losses(x, batch_size=8)
+    assert rec.seen == 1 + 1 + 1 + 3 + 2 + 2
+
+
+def test_fast_target_path_matches_full_logits() -> None:
+    shape = (1, 4, 4)
+    for head in ("logistic_mixture", "categorical"):
+        net = build_net("tiny", 256, shape, head=head)
+        for p in net.parameters():
+            nn.init.normal_(p, std=0.1)
+        model = OrderAgnosticARDM(net, 256, shape)
+        x = torch.randint(0, 256, (2, *shape))
+        known = torch.rand(2, *shape) < 0.3
+        with torch.no_grad():
+            fast = model._target_log_probs(x, known)
+            full = torch.log_softmax(model.predict_logits(x, known), -1)
+        assert torch.allclose(fast, full.gather(-1, x.unsqueeze(-1)).squeeze(-1), atol=1e-4)
+
+
+def test_estimate_step_losses_uniform_table_is_log2_k() -> None:
+    net = TableNet(D, K)
+    with torch.no_grad():
+        net.table.zero_()
+    model = OrderAgnosticARDM(net, K, SHAPE)
+    assert not model.has_step_losses()
+    losses = model.estimate_step_losses(torch.tensor([[0, 1, 2, 0], [1, 1, 1, 1]]), evals_per_step=3)
+    assert losses.dtype == torch.float64 and losses.shape == (D,)
+    assert torch.allclose(losses, torch.full((D,), math.log2(K), dtype=torch.float64))
+    assert model.has_step_losses() and torch.equal(model.step_losses, losses)
+
+
+def test_estimate_step_losses_sum_estimates_nll() -> None:
+    # sum_t L_t is the expected full-model NLL (E over orders), here of a context-free net.
+    net = TableNet(D, K, seed=5)
+    model = OrderAgnosticARDM(net, K, SHAPE)
+    x = X_ITEMS[0]
+    model.estimate_step_losses(x, evals_per_step=2000, batch_size=4096,
+                               generator=torch.Generator().manual_seed(0))
+    assert float(model.step_losses.sum()) == pytest.approx(exact_order_average(model, x), rel=0.02)
+
+
+def test_policy_full_budget_and_errors() -> None:
+    model = OrderAgnosticARDM(TableNet(D, K), K, SHAPE)
+    assert model.policy().tolist() == [0, 1, 2, 3]
+    assert model.policy(10).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="estimate_step_losses"):
+        model.policy(2)
+    with pytest.raises(ValueError, match="budget"):
+        model.policy(0)
+
+
+def test_policy_uses_core_dp_on_sorted_losses() -> None:
+    from ardm import _core
+
+    if not hasattr(_core, "optimal_policy"):
+        pytest.skip("ardm._core.optimal_policy not built yet")
+    model = OrderAgnosticARDM(TableNet(8, K), K, (8,))
+    model.step_losses.copy_(torch.tensor([3.0, 2.0, 2.5, 1.0, 0.5, 0.7, 0.2, 0.1], dtype=torch.float64))
+    for budget in (1, 2, 3, 5):
+        policy = model.policy(budget)
+        assert policy[0] == 0 and len(policy) <= budget and np.all(np.diff(policy) > 0)
+        sorted_losses = np.sort(model.step_losses.numpy())[::-1].copy()
+        assert np.array_equal(policy, _core.optimal_policy(sorted_losses, budget))
+    assert len(model.naive_policy(4)) == 4
+
+
+def test_input_validation() -> None:
+    model = OrderAgnosticARDM(TableNet(D, K), K, SHAPE)
+    x = torch.tensor([[0, 1, 2, 1]])
+    with pytest.raises(ValueError, match="shape"):
+        model.training_loss(torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        model.training_loss(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="values"):
+        model.training_loss(torch.tensor([[0, 1, 3, 0]]))
+    with pytest.raises(ValueError, match="bool"):
+        model.predict_logits(x, torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="permutation"):
+        model.exact_nll_bits(x, [0, 0, 1, 2])
+    with pytest.raises(ValueError, match="shape"):
+        model.exact_nll_bits(x, [0, 1, 2])
+    with pytest.raises(ValueError, match="policy"):
+        model.exact_nll_bits(x, [0, 1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="policy"):
+        model.nll_bpd(x, policy=[0, 2, 2])
+    with pytest.raises(ValueError, match="step_index"):
+        model.nll_bpd(x, policy=[0, 2], step_index=torch.tensor([2]))
+    with pytest.raises(ValueError, match="num_classes"):
+        OrderAgnosticARDM(TableNet(D, 1), 1, SHAPE)
+
+
+def test_timestep_samplers() -> None:
+    gen = torch.Generator().manual_seed(0)
+    t, w = StratifiedSampler(100).sample(10, generator=gen)
+    assert sorted(int(v) // 10 for v in t) == list(range(10))  # one per stratum
+    assert torch.equal(w, torch.ones(10))
+    t, _ = UniformSampler(7).sample(1000, generator=gen)
+    assert int(t.min()) == 0 and int(t.max()) == 6
+    # Stratified t is marginally uniform: item 0's t over many draws covers the range evenly.
+    first = torch.stack([StratifiedSampler(4).sample(3, generator=gen)[0][0] for _ in range(4000)])
+    counts = torch.bincount(first, minlength=4).float() / 4000
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.03)
+    with pytest.raises(ValueError, match="unknown timestep sampler"):
+        make_sampler("cosine", 5)
