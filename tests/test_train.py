@@ -1,0 +1,159 @@
+"""Checkpoints (round trip, atomicity, safe loading), exact resume, and the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ardm import cli
+from ardm.ardm import OrderAgnosticARDM
+from ardm.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TRAIN_STATE_FILE,
+    load_model,
+    load_train_state,
+    save_model,
+)
+from ardm.data import DATASET_DIRS, load_dataset
+from ardm.nets import build_net
+from ardm.train import TrainConfig, train
+
+
+def _write_idx(path: Path, images: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", *images.shape)
+    path.write_bytes(gzip.compress(header + images.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MNIST-format directory: 12x12 center crops of real Fashion-MNIST test images when
+    installed (D = 144 keeps the end-of-training step-loss estimate quick)."""
+    root = tmp_path_factory.mktemp("fm")
+    if DATASET_DIRS["fashion-mnist"][0].is_dir():
+        images = load_dataset("fashion-mnist", "test")[:120, 0, 8:20, 8:20].numpy()
+    else:
+        images = np.random.default_rng(0).integers(0, 256, (120, 12, 12), dtype=np.uint8)
+    _write_idx(root / "train-images-idx3-ubyte.gz", images[:96])
+    _write_idx(root / "t10k-images-idx3-ubyte.gz", images[96:])
+    return root
+
+
+def _model() -> OrderAgnosticARDM:
+    net = build_net("tiny", 256, (1, 8, 8))
+    torch.manual_seed(0)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    model = OrderAgnosticARDM(net, 256, (1, 8, 8), ce_weight=2e-3)
+    model.step_losses.copy_(torch.linspace(3.0, 0.1, 64, dtype=torch.float64))
+    return model
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = _model().eval()
+    save_model(model, {"preset": "tiny", "dataset": "x", "step": 7}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_FILE, MODEL_FILE]  # no temp files
+    loaded = load_model(tmp_path)
+    assert not loaded.training
+    assert loaded.data_shape == (1, 8, 8) and loaded.num_classes == 256 and loaded.ce_weight == 2e-3
+    assert torch.equal(loaded.step_losses, model.step_losses)
+    x = torch.randint(0, 256, (2, 1, 8, 8))
+    known = torch.rand(2, 1, 8, 8) < 0.5
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_logits(x, known), model.predict_logits(x, known))
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["model"] == "oa" and config["step"] == 7 and config["head"] == "logistic_mixture"
+    assert torch.equal(load_model(tmp_path / MODEL_FILE).step_losses, model.step_losses)
+
+
+def test_checkpoint_errors(tmp_path: Path) -> None:
+    save_model(_model(), {}, tmp_path)
+    (tmp_path / MODEL_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="safetensors"):
+        load_model(tmp_path)
+    save_model(_model(), {}, tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["net_config"]["channels"] = 24
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match"):
+        load_model(tmp_path)
+    config["model"] = "upscale"
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="unsupported model kind"):
+        load_model(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+
+
+def _config(image_dir: Path, out: Path, steps: int, resume: bool = False) -> TrainConfig:
+    return TrainConfig(
+        out=str(out), data=str(image_dir), preset="tiny", steps=steps, batch_size=4,
+        warmup=2, ckpt_every=3, eval_every=3, eval_size=8, holdout=16, step_loss_evals=1,
+        resume=resume, progress=False,
+    )
+
+
+def test_resume_is_exact(image_dir: Path, tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(_config(image_dir, straight, 6))
+    train(_config(image_dir, split, 3))
+    assert load_train_state(split)["step"] == 3
+    train(_config(image_dir, split, 6, resume=True))
+    a, b = load_train_state(straight), load_train_state(split)
+    assert a["step"] == b["step"] == 6
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0, equal_nan=True)
+    wa, wb = load_file(straight / MODEL_FILE), load_file(split / MODEL_FILE)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    model = load_model(straight)
+    assert model.has_step_losses()
+    metrics = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [3, 6] and np.isfinite(metrics[-1]["test_bpd"])
+
+
+def test_resume_refuses_changed_settings(image_dir: Path, tmp_path: Path) -> None:
+    train(_config(image_dir, tmp_path, 3))
+    cfg = _config(image_dir, tmp_path, 6, resume=True)
+    cfg.batch_size = 8
+    with pytest.raises(ValueError, match="batch_size"):
+        train(cfg)
+
+
+def test_train_state_is_weights_only(image_dir: Path, tmp_path: Path) -> None:
+    train(_config(image_dir, tmp_path, 3))
+    state = torch.load(tmp_path / TRAIN_STATE_FILE, weights_only=True)
+    assert {"model", "ema", "optimizer", "step", "rng_cpu", "config"} <= set(state)
+
+
+def test_cli(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--help"])
+    assert exc.value.code == 0
+    assert "--resume" in capsys.readouterr().out
+    assert cli.main([]) == 2
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "no")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    out = tmp_path / "cli"
+    argv = ["train", "--data", str(image_dir), "--preset", "tiny", "--steps", "2", "--batch-size",
+            "4", "--out", str(out), "--eval-size", "4", "--holdout", "8", "--step-loss-evals", "1",
+            "--no-progress"]
+    assert cli.main(argv) == 0
+    assert load_model(out).has_step_losses()
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig(out="x", preset="giant")
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(out="x", steps=0)
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(out="x", ema=1.0)
