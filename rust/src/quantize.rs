@@ -93,7 +93,14 @@ pub enum Input {
 pub struct Quantizer {
     weights: Vec<f32>,
     model: RowModel,
+    /// For rows of at most `SMALL_K` symbols: the cumulative table (`small_cum[K] == TOTAL`),
+    /// built once per row, which makes `locate` and `find` lookups.
+    small: bool,
+    small_cum: [u32; SMALL_K + 1],
 }
+
+/// Rows up to this size take a scalar path that builds the whole table (same results).
+const SMALL_K: usize = 16;
 
 impl Default for RowModel {
     /// The model of no row: every quantum is 0 (`scale == 0`).
@@ -119,6 +126,17 @@ impl Quantizer {
         check_num_symbols(k)?;
         // Until this row is fully prepared, the quantizer holds no row.
         self.model = RowModel::default();
+        self.small = false;
+        if k <= SMALL_K {
+            return self.prepare_small(row, input);
+        }
+        self.prepare_large(row, input)
+    }
+
+    /// `prepare` with the vector kernels (any `K`).
+    #[inline(always)]
+    fn prepare_large(&mut self, row: &[f32], input: Input) -> CoreResult<RowModel> {
+        let k = row.len();
         self.weights.resize(k, 0.0);
         let (m, argmax, finite) = kernels::max_finite(row);
         if !finite {
@@ -152,6 +170,81 @@ impl Quantizer {
         Ok(self.model)
     }
 
+    /// `prepare` for `K <= SMALL_K`: the same operations in the same order (one block; lane
+    /// `i % 8` sums; a strict `>` scan finds the first maximum), written as plain scalar loops
+    /// because the vector loops' set-up costs more than their work at this size.
+    #[inline(always)]
+    fn prepare_small(&mut self, row: &[f32], input: Input) -> CoreResult<RowModel> {
+        let k = row.len();
+        let mut finite = true;
+        let (mut m, mut argmax) = (row[0], 0);
+        for (i, &v) in row.iter().enumerate() {
+            finite &= v.abs() <= f32::MAX;
+            if v > m {
+                m = v;
+                argmax = i;
+            }
+        }
+        if !finite {
+            return Err(CoreError::new(match input {
+                Input::Logits => "logits contain NaN or infinity",
+                Input::Probs => "probabilities contain NaN or infinity",
+            }));
+        }
+        let mut w = [0.0f32; SMALL_K];
+        match input {
+            Input::Logits => {
+                for i in 0..k {
+                    w[i] = kernels::exp_nonpositive(row[i] - m);
+                }
+            }
+            Input::Probs => {
+                if row.iter().any(|&p| p < 0.0) {
+                    return Err(CoreError::new("probabilities must be non-negative"));
+                }
+                w[..k].copy_from_slice(row);
+            }
+        }
+        let mut acc = [0.0f32; LANES];
+        for i in 0..k {
+            acc[i % LANES] += w[i];
+        }
+        let mut total = 0.0f64;
+        for a in acc {
+            total += a as f64;
+        }
+        if input == Input::Probs && total < MIN_PROB_SUM {
+            return Err(CoreError::new(
+                "probabilities must have a positive sum (at least 2^-64)",
+            ));
+        }
+        let scale = ((TOTAL as usize - k) as f64 * SLACK / total) as f32;
+        let model = RowModel {
+            num_symbols: k,
+            argmax,
+            scale,
+        };
+        let mut freqs = [0u32; SMALL_K];
+        let mut quanta_sum = 0;
+        for i in 0..k {
+            let q = quantum(w[i], scale);
+            quanta_sum += q;
+            freqs[i] = q + 1;
+        }
+        freqs[argmax] += leftover(&model, quanta_sum);
+        let mut cum = 0;
+        for i in 0..k {
+            self.small_cum[i] = cum;
+            cum += freqs[i];
+        }
+        self.small_cum[k] = cum;
+        self.weights.clear();
+        self.weights.extend_from_slice(&w[..k]);
+        self.small = true;
+        self.model = model;
+        Ok(model)
+    }
+
     /// The model of the last successfully prepared row.
     pub fn model(&self) -> RowModel {
         self.model
@@ -161,6 +254,10 @@ impl Quantizer {
     /// `symbol >= K`).
     #[inline(always)]
     pub fn locate(&self, symbol: usize) -> (u32, u32) {
+        if self.small {
+            let cum = self.small_cum[symbol];
+            return (cum, self.small_cum[symbol + 1] - cum);
+        }
         let model = &self.model;
         let w = &self.weights[..model.num_symbols];
         let below = kernels::sum_quanta(&w[..symbol], model.scale);
@@ -180,6 +277,15 @@ impl Quantizer {
     /// The symbol whose interval `[cum, cum + freq)` holds `slot` (< TOTAL), with `cum`, `freq`.
     #[inline(always)]
     pub fn find(&self, slot: u32) -> (usize, u32, u32) {
+        if self.small {
+            let k = self.model.num_symbols;
+            let s = self.small_cum[1..k]
+                .iter()
+                .take_while(|&&c| c <= slot)
+                .count();
+            let cum = self.small_cum[s];
+            return (s, cum, self.small_cum[s + 1] - cum);
+        }
         let model = &self.model;
         let w = &self.weights[..model.num_symbols];
         let leftover = leftover(model, kernels::sum_quanta(w, model.scale));
@@ -389,28 +495,32 @@ mod kernels {
         let finite = lo >= order_key(-f32::MAX) && hi <= order_key(f32::MAX);
         // The key map is an involution on the bits.
         let m = f32::from_bits(order_key(f32::from_bits(hi as u32)) as u32);
-        let argmax = x
-            .chunks(LANES)
-            .position(|c| c.iter().fold(false, |any, &v| any | (v == m)))
-            .map_or(0, |chunk| {
-                let start = chunk * LANES;
-                start + x[start..].iter().position(|&v| v == m).unwrap_or(0)
-            });
+        // First index holding the max, as a vectorizable min-reduction over indices.
+        let mut argmax = u32::MAX;
+        for (i, &v) in x.iter().enumerate() {
+            argmax = argmax.min(if v == m { i as u32 } else { u32::MAX });
+        }
+        let argmax = if argmax == u32::MAX {
+            0
+        } else {
+            argmax as usize
+        };
         (m, argmax, finite)
     }
 
     /// Step 2 of the module docs for one value `x = l - m <= 0`.
     #[inline(always)]
-    fn exp_nonpositive(x: f32) -> f32 {
+    pub fn exp_nonpositive(x: f32) -> f32 {
         let t = x * LOG2_E;
         let t = if t < EXP2_FLOOR { EXP2_FLOOR } else { t };
         let r = t + ROUND_MAGIC;
         let n = r - ROUND_MAGIC;
         let g = t - n;
         let p = ((C3 * g + C2) * g + C1) * g + 1.0;
-        // r's low mantissa bits hold n + 2^22 with n in [-100, 0]: the integer is exact.
-        let n_int = r.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
-        p * f32::from_bits(((n_int + 127) as u32) << 23)
+        // r's low mantissa bits hold n + 2^22 with n in [-100, 0]: the biased exponent n + 127
+        // is exact, and shifted into place it is 2^n.
+        let biased = r.to_bits() as i32 - (ROUND_MAGIC.to_bits() as i32 - 127);
+        p * f32::from_bits((biased as u32) << 23)
     }
 
     /// Step 2 for a whole row, then the sum of step 3.
@@ -428,13 +538,13 @@ mod kernels {
         let mut total = 0.0f64;
         for block in w.chunks(BLOCK) {
             let mut acc = [0.0f32; LANES];
-            let mut s = block.chunks_exact(LANES);
-            for c in &mut s {
+            let mut chunks = block.chunks_exact(LANES);
+            for c in &mut chunks {
                 for j in 0..LANES {
                     acc[j] += c[j];
                 }
             }
-            for (j, &v) in s.remainder().iter().enumerate() {
+            for (j, &v) in chunks.remainder().iter().enumerate() {
                 acc[j] += v;
             }
             let mut block_total = 0.0f64;
@@ -449,15 +559,7 @@ mod kernels {
     /// `sum_i trunc(w_i * scale)`: integer sums are exact in any order.
     #[inline(always)]
     pub fn sum_quanta(w: &[f32], scale: f32) -> u32 {
-        let mut acc = [0u32; LANES];
-        let mut chunks = w.chunks_exact(LANES);
-        for c in &mut chunks {
-            for j in 0..LANES {
-                acc[j] += quantum(c[j], scale);
-            }
-        }
-        let tail: u32 = chunks.remainder().iter().map(|&v| quantum(v, scale)).sum();
-        acc.iter().sum::<u32>() + tail
+        w.iter().map(|&v| quantum(v, scale)).sum()
     }
 }
 
@@ -507,6 +609,44 @@ mod tests {
                 assert_eq!(q.find(cum), (s, cum, f));
                 assert_eq!(q.find(cum + f - 1), (s, cum, f));
                 cum += f;
+            }
+        }
+    }
+
+    #[test]
+    fn small_path_equals_vector_path() {
+        let mut seed = 12345u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 60.0
+        };
+        let (mut a, mut b) = (Quantizer::new(), Quantizer::new());
+        for k in 2..=SMALL_K {
+            for _ in 0..200 {
+                let mut row: Vec<f32> = (0..k).map(|_| next()).collect();
+                row[k / 2] = row[0]; // ties
+                for input in [Input::Logits, Input::Probs] {
+                    if input == Input::Probs {
+                        row.iter_mut().for_each(|v| *v = v.abs());
+                    }
+                    let (ma, mb) = (
+                        a.prepare_small(&row, input).unwrap(),
+                        b.prepare_large(&row, input).unwrap(),
+                    );
+                    assert_eq!(ma, mb);
+                    b.small = false;
+                    let (mut ta, mut tb) = (vec![0; k], vec![0; k]);
+                    a.table(&mut ta);
+                    b.table(&mut tb);
+                    assert_eq!(ta, tb);
+                    for s in 0..k {
+                        assert_eq!(a.locate(s), b.locate(s));
+                        let (cum, f) = a.locate(s);
+                        assert_eq!(a.find(cum + f - 1), b.find(cum + f - 1));
+                    }
+                }
             }
         }
     }
