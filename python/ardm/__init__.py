@@ -2,7 +2,51 @@
 
 Order-agnostic and upscale ARDMs on images, text and audio; parallel generation under any
 budget of network calls with an exactly optimal policy; lossless compression with rANS.
+
+Example:
+    >>> import ardm
+    >>> ardm.optimal_policy([3.0, 2.0, 1.0, 0.5], budget=2).tolist()
+    [0, 2]
 """
 
-# Transitional: re-export whatever the Rust core provides; the explicit list lands with the core.
-from ardm._core import *  # noqa: F401,F403
+from ardm import container
+from ardm._core import (
+    AnsCoder,
+    AnsCoderBatch,
+    budget_curve,
+    naive_policy,
+    optimal_policy,
+    order_ranks,
+    policy_cost,
+    quantize_logits,
+    random_order,
+    random_orders,
+    step_positions,
+)
+from ardm.ardm import OrderAgnosticARDM
+from ardm.codec import compress, decompress
+from ardm.pretrained import bundled_images, load
+from ardm.upscale import UpscaleARDM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnsCoder",
+    "AnsCoderBatch",
+    "OrderAgnosticARDM",
+    "UpscaleARDM",
+    "budget_curve",
+    "bundled_images",
+    "compress",
+    "container",
+    "decompress",
+    "load",
+    "naive_policy",
+    "optimal_policy",
+    "order_ranks",
+    "policy_cost",
+    "quantize_logits",
+    "random_order",
+    "random_orders",
+    "step_positions",
+]

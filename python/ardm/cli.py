@@ -13,12 +13,15 @@ import argparse
 import sys
 from types import ModuleType
 
-from ardm.commands import train
+from ardm.commands import compress, decompress, demo, train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: list[ModuleType] = [
     train,
+    compress,
+    decompress,
+    demo,
 ]
 
 

@@ -1,0 +1,64 @@
+"""Shipped models and sample data: ``ardm.load()`` and ``ardm.bundled_images()``.
+
+Each shipped model is a run directory inside this package (``model.safetensors`` + ``config.json``
+with its step losses), made by the command recorded in ``TRAINING.md`` beside it.
+
+Example:
+    >>> import ardm
+    >>> sorted(ardm.pretrained.PRETRAINED)[0]
+    'fashion-mnist'
+    >>> ardm.bundled_images().shape
+    torch.Size([10, 1, 28, 28])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+# name -> run directory inside the package
+PRETRAINED = {
+    "fashion-mnist": HERE / "fashion-mnist",
+    "fashion-mnist-upscale": HERE / "fashion-mnist-upscale",
+}
+DEFAULT_MODEL = "fashion-mnist"
+
+
+def load(name_or_path: str | os.PathLike | None = None) -> torch.nn.Module:
+    """Load a shipped model by name, or a run directory written by ``ardm train``.
+
+    ``None`` loads the shipped default (``"fashion-mnist"``). The model is in eval mode with its
+    EMA weights and step losses. Loading never runs code from the files (safetensors + JSON).
+    """
+    from ardm.checkpoint import load_model
+
+    name = DEFAULT_MODEL if name_or_path is None else name_or_path
+    if isinstance(name, str) and name in PRETRAINED:
+        path = PRETRAINED[name]
+        if not (path / "config.json").exists():
+            raise ValueError(
+                f"the shipped model {name!r} is not in this installation ({path}); "
+                f"available: {', '.join(n for n, p in PRETRAINED.items() if p.exists())}"
+            )
+        return load_model(path)
+    path = Path(name)
+    if not path.exists():
+        raise ValueError(
+            f"{name_or_path!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor a path "
+            "to a run directory"
+        )
+    return load_model(path)
+
+
+def bundled_images() -> torch.Tensor:
+    """Ten Fashion-MNIST test images (one of each class), uint8 (10, 1, 28, 28).
+
+    They are held-out test images (never trained on), shipped so that ``ardm demo`` and the tests
+    run without the dataset package.
+    """
+    return torch.from_numpy(np.load(HERE / "fashion_mnist_test_images.npy"))
