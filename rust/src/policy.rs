@@ -185,14 +185,14 @@ pub fn budget_curve(step_losses: &[f64]) -> CoreResult<Vec<f64>> {
     let mut cur = vec![f64::INFINITY; num_steps + 1];
     let mut curve = vec![f64::INFINITY; num_steps + 1];
     let mut best = f64::INFINITY;
-    for layer in 1..=num_steps {
+    for (layer, entry) in curve.iter_mut().enumerate().skip(1) {
         planner.layer::<false>(layer, &prev, &mut cur, &mut []);
         // "At most k calls": a prefix minimum over the exact-k layers; strict `<` keeps the
         // fewest calls among equal costs (optimal_policy applies the same rule).
         if cur[num_steps] < best {
             best = cur[num_steps];
         }
-        curve[layer] = best;
+        *entry = best;
         std::mem::swap(&mut prev, &mut cur);
     }
     Ok(curve)
@@ -348,6 +348,21 @@ impl<'a> Planner<'a> {
         let mut head = 0usize;
         let mut tail = 0usize;
         for end in layer..=num_steps {
+            // Keep the live hull at the front of its arrays so that it stays in L1 cache; the
+            // dead prefix is at least as long as what moves, so this is amortized O(1).
+            if head >= 64 && head >= tail - head {
+                for array in [
+                    &mut *start_fs,
+                    &mut *start_steps,
+                    &mut *slopes,
+                    &mut *intercepts,
+                ] {
+                    array.copy_within(head..tail, 0);
+                }
+                starts.copy_within(head..tail, 0);
+                tail -= head;
+                head = 0;
+            }
             // 1. Add the line of start step s = end - 1: y(e) = f(s) + (e - s) * L[s].
             let s = end - 1;
             let f_s = prev[s];
