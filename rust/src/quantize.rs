@@ -100,7 +100,7 @@ pub struct Quantizer {
 }
 
 /// Rows up to this size take a scalar path that builds the whole table (same results).
-const SMALL_K: usize = 16;
+const SMALL_K: usize = 8;
 
 impl Default for RowModel {
     /// The model of no row: every quantum is 0 (`scale == 0`).
@@ -194,8 +194,8 @@ impl Quantizer {
         let mut w = [0.0f32; SMALL_K];
         match input {
             Input::Logits => {
-                for i in 0..k {
-                    w[i] = kernels::exp_nonpositive(row[i] - m);
+                for (wi, &l) in w.iter_mut().zip(row) {
+                    *wi = kernels::exp_nonpositive(l - m);
                 }
             }
             Input::Probs => {
@@ -206,8 +206,8 @@ impl Quantizer {
             }
         }
         let mut acc = [0.0f32; LANES];
-        for i in 0..k {
-            acc[i % LANES] += w[i];
+        for (i, &wi) in w[..k].iter().enumerate() {
+            acc[i % LANES] += wi;
         }
         let mut total = 0.0f64;
         for a in acc {
@@ -226,16 +226,16 @@ impl Quantizer {
         };
         let mut freqs = [0u32; SMALL_K];
         let mut quanta_sum = 0;
-        for i in 0..k {
-            let q = quantum(w[i], scale);
+        for (f, &wi) in freqs.iter_mut().zip(&w[..k]) {
+            let q = quantum(wi, scale);
             quanta_sum += q;
-            freqs[i] = q + 1;
+            *f = q + 1;
         }
         freqs[argmax] += leftover(&model, quanta_sum);
         let mut cum = 0;
-        for i in 0..k {
-            self.small_cum[i] = cum;
-            cum += freqs[i];
+        for (c, &f) in self.small_cum.iter_mut().zip(&freqs[..k]) {
+            *c = cum;
+            cum += f;
         }
         self.small_cum[k] = cum;
         self.weights.clear();
