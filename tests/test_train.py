@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -100,37 +101,42 @@ def _config(image_dir: Path, out: Path, steps: int, resume: bool = False) -> Tra
     )
 
 
-def test_resume_is_exact(image_dir: Path, tmp_path: Path) -> None:
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    train(_config(image_dir, straight, 6))
+@pytest.fixture(scope="module")
+def straight_run(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("straight")
+    train(_config(image_dir, out, 6))
+    return out
+
+
+def test_resume_is_exact(image_dir: Path, straight_run: Path, tmp_path: Path) -> None:
+    split = tmp_path / "split"
     train(_config(image_dir, split, 3))
     assert load_train_state(split)["step"] == 3
     train(_config(image_dir, split, 6, resume=True))
-    a, b = load_train_state(straight), load_train_state(split)
+    a, b = load_train_state(straight_run), load_train_state(split)
     assert a["step"] == b["step"] == 6
     for key in ("model", "ema"):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0, equal_nan=True)
-    wa, wb = load_file(straight / MODEL_FILE), load_file(split / MODEL_FILE)
+    wa, wb = load_file(straight_run / MODEL_FILE), load_file(split / MODEL_FILE)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    model = load_model(straight)
-    assert model.has_step_losses()
-    metrics = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert load_model(straight_run).has_step_losses()
+    lines = (straight_run / "metrics.jsonl").read_text().splitlines()
+    metrics = [json.loads(line) for line in lines]
     assert [m["step"] for m in metrics] == [3, 6] and np.isfinite(metrics[-1]["test_bpd"])
 
 
-def test_resume_refuses_changed_settings(image_dir: Path, tmp_path: Path) -> None:
-    train(_config(image_dir, tmp_path, 3))
-    cfg = _config(image_dir, tmp_path, 6, resume=True)
+def test_resume_refuses_changed_settings(image_dir: Path, straight_run: Path, tmp_path: Path) -> None:
+    shutil.copytree(straight_run, tmp_path, dirs_exist_ok=True)
+    cfg = _config(image_dir, tmp_path, 9, resume=True)
     cfg.batch_size = 8
     with pytest.raises(ValueError, match="batch_size"):
         train(cfg)
 
 
-def test_train_state_is_weights_only(image_dir: Path, tmp_path: Path) -> None:
-    train(_config(image_dir, tmp_path, 3))
-    state = torch.load(tmp_path / TRAIN_STATE_FILE, weights_only=True)
+def test_train_state_is_weights_only(straight_run: Path) -> None:
+    state = torch.load(straight_run / TRAIN_STATE_FILE, weights_only=True)
     assert {"model", "ema", "optimizer", "step", "rng_cpu", "config"} <= set(state)
 
 

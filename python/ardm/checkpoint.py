@@ -64,9 +64,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename.
 
     Example:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "f.bin")
-        >>> atomic_write_bytes(p, b"abc"); open(p, "rb").read()
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "f.bin"
+        >>> atomic_write_bytes(p, b"abc"); p.read_bytes()
         b'abc'
     """
     path = Path(path)

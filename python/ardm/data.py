@@ -46,9 +46,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzip-compressed or not), validating its magic number and size.
 
     Example:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "a-idx1-ubyte")
-        >>> _ = open(p, "wb").write(bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9]))
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "a-idx1-ubyte"
+        >>> _ = p.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9]))
         >>> read_idx(p).tolist()
         [7, 9]
     """
