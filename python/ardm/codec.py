@@ -65,7 +65,8 @@ class CodingSchedule(Protocol):
         """The decoder's state after ``step`` decoded ``symbols``."""
 
     def known(self, step: int) -> torch.Tensor:
-        """Bool (D,): the variables known before ``step``."""
+        """A (D,) tensor describing what is known of each variable before ``step`` (a bool mask
+        for the order-agnostic model, per-variable resolution levels for the upscale model)."""
 
     def logits(self, state: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """Float logits (rows, D, k) of the symbols of any step, from states and known masks."""
@@ -147,12 +148,15 @@ def _upscale_schedule_factory():
 
 
 def _check_budget(model: torch.nn.Module, budget: int | None) -> int:
+    # An upscale model needs at least one call per stage and can use one per variable and stage.
+    low = int(getattr(model, "min_budget", 1))
+    high = int(getattr(model, "max_budget", model.num_vars))
     if budget is None:
-        budget = min(DEFAULT_BUDGET, model.num_vars)
+        budget = min(max(DEFAULT_BUDGET, low), high)
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise ValueError(f"budget must be an integer number of network calls, got {budget!r}")
-    if not 1 <= budget <= model.num_vars:
-        raise ValueError(f"budget must be between 1 and D = {model.num_vars}, got {budget}")
+    if not low <= budget <= high:
+        raise ValueError(f"budget must be between {low} and {high} for this model, got {budget}")
     return int(budget)
 
 
@@ -198,7 +202,8 @@ def compress(
     Args:
         x: integer tensor (or array) of shape ``model.data_shape`` or ``(n, *model.data_shape)``.
         model: an ARDM; ``None`` loads the shipped default.
-        budget: network calls per item (1..D); ``None`` uses ``min(100, D)``.
+        budget: network calls per item (1..D; S..S*D for an upscale model with S stages);
+            ``None`` uses 100 within that range.
         order_seed: the generation order's seed; ``None`` uses the model's chosen seed.
     """
     model = _resolve_model(model)
