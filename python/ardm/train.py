@@ -232,7 +232,11 @@ def train(cfg: TrainConfig) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         metrics = json.loads(state.get("metrics", "{}"))
-        torch.set_rng_state(state["rng_cpu"][d.rank] if d.world > 1 else state["rng_cpu"][0])
+        rng_states = state["rng_cpu"]  # rank 0's state; other ranks reseed from (seed, rank, step)
+        if d.rank < len(rng_states):
+            torch.set_rng_state(rng_states[d.rank])
+        else:
+            torch.manual_seed(cfg.seed * 1_000_003 + d.rank * 7_919 + step)
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"])
     elif cfg.resume and d.is_main:
