@@ -159,8 +159,8 @@ class UNet(nn.Module):
     """U-Net ``net(x_in, known, t) -> logits (B, C, H, W, K)`` for ARDMs on images.
 
     ``x_in`` holds values in ``0..K`` where ``K`` (= ``num_classes``) is the absorbing class of the
-    unknown pixels. The input features per channel are the value scaled to [-1, 1] (0 when unknown)
-    and the mask; the absorbing class thus has its own input (value 0, mask 0).
+    unknown pixels. The input features per channel are the value scaled to [-1, 1] (0 for the
+    absorbing class) and the mask; the absorbing class thus has its own input (value 0, mask 0).
     """
 
     def __init__(self, config: UNetConfig, num_classes: int, data_shape: tuple[int, int, int]) -> None:
@@ -231,7 +231,10 @@ class UNet(nn.Module):
         b, c, h, w = x_in.shape
         s = self.config.space_to_depth
         known_f = known.to(torch.float32)
-        value = (x_in.to(torch.float32) * (2.0 / (self.num_classes - 1)) - 1.0) * known_f
+        # Zero the value of absorbing (unknown) variables only: an upscale ARDM passes the coarse
+        # values of variables not yet refined in this stage, with known = "refined in this stage".
+        has_value = (x_in < self.num_classes).to(torch.float32)
+        value = (x_in.to(torch.float32) * (2.0 / (self.num_classes - 1)) - 1.0) * has_value
         feats = torch.cat([value, known_f], dim=1)
         if s > 1:
             feats = F.pixel_unshuffle(feats, s)
