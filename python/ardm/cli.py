@@ -13,7 +13,7 @@ import argparse
 import sys
 from types import ModuleType
 
-from ardm.commands import compress, decompress, demo, train
+from ardm.commands import choose_order, compress, decompress, demo, train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -22,6 +22,7 @@ COMMANDS: list[ModuleType] = [
     compress,
     decompress,
     demo,
+    choose_order,
 ]
 
 
