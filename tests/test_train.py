@@ -26,6 +26,7 @@ from ardm.checkpoint import (
 from ardm.data import DATASET_DIRS, load_dataset
 from ardm.nets import build_net
 from ardm.train import TrainConfig, train
+from ardm.upscale import UpscaleARDM
 
 
 def _write_idx(path: Path, images: np.ndarray) -> None:
@@ -85,7 +86,7 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="does not match"):
         load_model(tmp_path)
-    config["model"] = "upscale"
+    config["model"] = "flow"
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="unsupported model kind"):
         load_model(tmp_path)
@@ -156,6 +157,30 @@ def test_cli(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert load_model(out).has_step_losses()
 
 
+def test_upscale_training_on_real_data(image_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(image_dir, tmp_path, 3)
+    cfg.model, cfg.branch_factor, cfg.budget_split = "upscale", 16, "equal"
+    train(cfg)
+    model = load_model(tmp_path)
+    assert isinstance(model, UpscaleARDM)
+    assert (model.num_stages, model.branch_factor, model.budget_split) == (2, 16, "equal")
+    assert model.step_losses.shape == (2, 144) and model.has_step_losses()
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["model"] == "upscale" and len(config["metrics"]["step_losses_stage_bpd"]) == 2
+    assert np.isfinite(config["metrics"]["test_bpd"])
+    assert [len(p) for p in model.policy(6)] == [3, 3]  # the equal split
+
+
+def test_direct_upscale_defaults_to_the_categorical_head(image_dir: Path, tmp_path: Path) -> None:
+    argv = ["train", "--data", str(image_dir), "--model", "upscale", "--parametrization",
+            "direct", "--branch-factor", "16", "--preset", "tiny", "--steps", "1",
+            "--batch-size", "4", "--out", str(tmp_path), "--eval-size", "0", "--holdout", "4",
+            "--step-loss-evals", "1", "--no-progress"]
+    assert cli.main(argv) == 0
+    model = load_model(tmp_path)
+    assert model.parametrization == "direct" and model.net.config.head == "categorical"
+
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="preset"):
         TrainConfig(out="x", preset="giant")
@@ -163,3 +188,11 @@ def test_config_validation() -> None:
         TrainConfig(out="x", steps=0)
     with pytest.raises(ValueError, match="ema"):
         TrainConfig(out="x", ema=1.0)
+    with pytest.raises(ValueError, match="model"):
+        TrainConfig(out="x", model="flow")
+    with pytest.raises(ValueError, match="branch_factor"):
+        TrainConfig(out="x", branch_factor=1)
+    with pytest.raises(ValueError, match="parametrization"):
+        TrainConfig(out="x", parametrization="both")
+    with pytest.raises(ValueError, match="budget split"):
+        TrainConfig(out="x", budget_split="random")

@@ -46,18 +46,22 @@ class TinyNet(nn.Module):
         self.mix = nn.Parameter(torch.randn(d, outputs, generator=gen))
         self.own = nn.Parameter(torch.randn(outputs, generator=gen))
         self.time = nn.Parameter(torch.randn(outputs, generator=gen))
+        self.refined = nn.Parameter(torch.randn(outputs, generator=gen))
         self.calls = 0
 
     def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        assert bool(known.all())
         batch = x_in.shape[0]
+        # known: refined in this stage; exactly t mod D of them (the within-stage step).
+        assert known.dtype == torch.bool and known.shape == x_in.shape
+        assert torch.equal(known.flatten(1).sum(1), t % D)
         x = x_in.reshape(batch, -1).float() / K
         out = (
             self.bias
             + self.mix * x.mean(1).view(-1, 1, 1) * 3
             + self.own * x.unsqueeze(-1) * 2
             + self.time * (t.float() / 18).view(-1, 1, 1)
+            + self.refined * known.reshape(batch, -1, 1).float()
         )
         return out.reshape(batch, *self.shape, -1)
 
@@ -141,6 +145,24 @@ def test_nll_estimate_is_unbiased_for_a_parallel_policy(fixed_order: bool) -> No
     values = torch.cat(draws).double()
     err = float(values.std()) / math.sqrt(values.numel())
     assert abs(float(values.mean()) - exact) < 5 * err + 1e-6
+
+
+def test_network_sees_coarse_values_and_the_refined_mask() -> None:
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    class Spy(ContextFreeNet):
+        def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            seen.append((x_in.clone(), known.clone(), t.clone()))
+            return super().forward(x_in, known, t)
+
+    model = UpscaleARDM(Spy(SHAPE, K), K, SHAPE, B)
+    x = torch.tensor([[[9, 5, 4], [8, 0, 2]]])
+    levels = torch.tensor([[2, 1, 2, 1, 1, 2]])  # stage 1 (level 2), three variables refined
+    model.predict_digit_log_probs(x, levels)
+    x_in, known, t = seen[-1]
+    assert x_in.flatten().tolist() == [9, 3, 0, 6, 0, 0]  # coarse_2 or coarse_1 per variable
+    assert known.flatten().tolist() == [False, True, False, True, True, False]
+    assert t.tolist() == [D + 3]
 
 
 def test_coarsening_hides_finer_digits() -> None:

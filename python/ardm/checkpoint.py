@@ -4,9 +4,12 @@ A run directory holds
 
 - ``model.safetensors``: the weights used for evaluation (the EMA weights during training), with the
   ``step_losses`` buffer inside;
-- ``config.json``: everything needed to rebuild the model (``model`` kind ``"oa"``, ``net``,
-  ``preset``, ``net_config``, ``num_classes``, ``data_shape``, ``ce_weight``) plus training facts
-  (``dataset``, ``step``, ...);
+- ``config.json``: everything needed to rebuild the model (``model`` kind ``"oa"`` or
+  ``"upscale"``, ``net``, ``preset``, ``net_config``, ``num_classes``, ``data_shape``,
+  ``ce_weight``, ``order_seed``; for an upscale model also ``branch_factor``, ``parametrization``
+  and ``budget_split``) plus training facts (``dataset``, ``step``, ...). The per-step losses
+  (D for an order-agnostic model, S x D for an upscale one) are the ``step_losses`` buffer in the
+  safetensors file;
 - ``train_state.pt`` (training only): raw weights, EMA weights, optimizer state, step and RNG state,
   tensors and plain types only, so ``torch.load(weights_only=True)`` reads it.
 
@@ -32,7 +35,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 from safetensors.torch import load as safetensors_load
@@ -40,12 +43,14 @@ from safetensors.torch import save as safetensors_save
 
 from ardm.ardm import OrderAgnosticARDM
 from ardm.nets.unet import UNet, UNetConfig, build_net
+from ardm.upscale import UpscaleARDM
 
 __all__ = [
     "MODEL_FILE",
     "CONFIG_FILE",
     "TRAIN_STATE_FILE",
     "atomic_write_bytes",
+    "MODEL_KINDS",
     "model_config",
     "build_model",
     "save_model",
@@ -92,29 +97,69 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def model_config(model: OrderAgnosticARDM) -> dict[str, Any]:
-    """The part of ``config.json`` that describes the model itself."""
+ARDM = Union[OrderAgnosticARDM, UpscaleARDM]
+MODEL_KINDS = ("oa", "upscale")
+
+
+def _order_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"order_seed must be a non-negative integer, got {value!r}")
+    return value
+
+
+def model_config(model: ARDM) -> dict[str, Any]:
+    """The part of ``config.json`` that describes the model itself.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> m = UpscaleARDM(build_net("tiny", 10, (1, 4, 4)), 10, (1, 4, 4), branch_factor=4)
+        >>> c = model_config(m)
+        >>> c["model"], c["branch_factor"], c["parametrization"], c["order_seed"]
+        ('upscale', 4, 'data', 0)
+    """
     net = model.net
     if not isinstance(net, UNet):
         raise ValueError(f"only U-Net models can be saved, got {type(net).__name__}")
-    return {
+    config: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "model": "oa",
         "net": "unet",
         "net_config": net.config.to_dict(),
         "head": net.config.head,
         "num_classes": model.num_classes,
         "data_shape": list(model.data_shape),
-        "absorbing_state": model.absorbing_state,
         "ce_weight": model.ce_weight,
+        "order_seed": _order_seed(getattr(model, "order_seed", 0)),
     }
+    if isinstance(model, UpscaleARDM):
+        config.update(
+            model="upscale",
+            branch_factor=model.branch_factor,
+            parametrization=model.parametrization,
+            budget_split=model.budget_split,
+        )
+    elif isinstance(model, OrderAgnosticARDM):
+        config.update(model="oa", absorbing_state=model.absorbing_state)
+    else:
+        raise ValueError(f"cannot save a {type(model).__name__}: expected an ARDM model")
+    return config
 
 
-def build_model(config: dict[str, Any]) -> OrderAgnosticARDM:
-    """Rebuild a (randomly initialized) model from a ``config.json`` dict."""
-    if config.get("model") != "oa" or config.get("net") != "unet":
+def build_model(config: dict[str, Any]) -> ARDM:
+    """Rebuild a (randomly initialized) model from a ``config.json`` dict.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> m = UpscaleARDM(build_net("tiny", 10, (1, 4, 4)), 10, (1, 4, 4), branch_factor=4)
+        >>> m.order_seed = 5
+        >>> m2 = build_model(model_config(m))
+        >>> type(m2).__name__, m2.num_stages, m2.order_seed
+        ('UpscaleARDM', 2, 5)
+    """
+    kind = config.get("model")
+    if kind not in MODEL_KINDS or config.get("net") != "unet":
         raise ValueError(
-            f"unsupported model kind {config.get('model')!r} / net {config.get('net')!r}"
+            f"unsupported model kind {kind!r} / net {config.get('net')!r} "
+            f"(kinds: {', '.join(MODEL_KINDS)}; net: unet)"
         )
     if config.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
         raise ValueError(f"config format {config['format_version']} is newer than this ardm")
@@ -122,16 +167,32 @@ def build_model(config: dict[str, Any]) -> OrderAgnosticARDM:
         net_config = UNetConfig.from_dict(config["net_config"])
         num_classes = int(config["num_classes"])
         data_shape = tuple(int(s) for s in config["data_shape"])
+        ce_weight = float(config.get("ce_weight", 1e-3))
+        order_seed = _order_seed(config.get("order_seed", 0))
+        net = build_net(net_config, num_classes, data_shape)
+        model: ARDM
+        if kind == "upscale":
+            model = UpscaleARDM(
+                net,
+                num_classes,
+                data_shape,
+                branch_factor=int(config["branch_factor"]),
+                parametrization=str(config.get("parametrization", "data")),
+                ce_weight=ce_weight,
+                budget_split=str(config.get("budget_split", "optimal")),
+            )
+        else:
+            model = OrderAgnosticARDM(
+                net,
+                num_classes,
+                data_shape,
+                absorbing_state=config.get("absorbing_state"),
+                ce_weight=ce_weight,
+            )
     except (KeyError, TypeError) as err:
-        raise ValueError(f"config.json lacks a model field: {err}") from err
-    net = build_net(net_config, num_classes, data_shape)
-    return OrderAgnosticARDM(
-        net,
-        num_classes,
-        data_shape,
-        absorbing_state=config.get("absorbing_state"),
-        ce_weight=float(config.get("ce_weight", 1e-3)),
-    )
+        raise ValueError(f"config.json lacks or mistypes a model field: {err}") from err
+    model.order_seed = order_seed
+    return model
 
 
 def _state_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -139,7 +200,7 @@ def _state_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_model(
-    model: OrderAgnosticARDM,
+    model: ARDM,
     config: dict[str, Any],
     path: str | Path,
     state_dict: dict[str, torch.Tensor] | None = None,
@@ -170,7 +231,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> OrderAgnosticARDM:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> ARDM:
     """Load a model (eval mode) from a run directory or its ``model.safetensors``.
 
     Example:

@@ -1,16 +1,20 @@
-"""Training loop for order-agnostic ARDMs on images (paper Algorithm 1), one process or DDP.
+"""Training loop for order-agnostic and upscale ARDMs on images (paper Algorithm 1 and
+Section 3.2), one process or DDP.
 
 AdamW with linear warm-up, gradient-norm clipping and EMA weights; periodic test bpd with the
 unbiased estimator on a held-out subset; atomic checkpoints every ``ckpt_every`` steps and at the
 end; ``resume`` continues from the last checkpoint exactly (batch order and noise are functions of
 the seed and the step; optimizer, EMA and RNG states are restored). At the end the per-step losses
-L_t are estimated on held-out training images and saved with the model (needed for budgets).
+are estimated on held-out training images and saved with the model (needed for budgets): L_t for
+an order-agnostic model (``model="oa"``), one row per stage (S x D) for an upscale model
+(``model="upscale"``, S = ceil(log_b 256) stages for branching factor b).
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every rank
 takes its share of each global batch and only rank 0 writes.
 
 Example (command line):
     ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
+    ardm train --model upscale --branch-factor 4 --preset small --out runs/fm-up
     torchrun --nproc_per_node=4 -m ardm.train --data fashion-mnist --preset base --out runs/b
 """
 
@@ -26,7 +30,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 import torch.distributed as dist
@@ -42,9 +46,15 @@ from ardm.checkpoint import (
 )
 from ardm.data import load_dataset
 from ardm.nets.unet import UNET_PRESETS, build_net
+from ardm.stage_budget import SPLITS
 from ardm.timesteps import make_sampler
+from ardm.transitions import num_stages
+from ardm.upscale import PARAMETRIZATIONS, UpscaleARDM
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "train", "MODELS"]
+
+MODELS = ("oa", "upscale")
+ARDM = Union[OrderAgnosticARDM, UpscaleARDM]
 
 
 @dataclass
@@ -53,6 +63,10 @@ class TrainConfig:
 
     out: str
     data: str = "fashion-mnist"
+    model: str = "oa"
+    branch_factor: int = 4
+    parametrization: str = "data"
+    budget_split: str = "optimal"
     preset: str = "small"
     head: str | None = None
     steps: int = 20000
@@ -76,6 +90,19 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
+        if self.branch_factor < 2:
+            raise ValueError(f"branch_factor must be >= 2, got {self.branch_factor}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"unknown parametrization {self.parametrization!r}; "
+                f"choose one of {list(PARAMETRIZATIONS)}"
+            )
+        if self.budget_split not in SPLITS:
+            raise ValueError(
+                f"unknown budget split {self.budget_split!r}; choose one of {list(SPLITS)}"
+            )
         if self.preset not in UNET_PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(UNET_PRESETS)}")
         positive = ("steps", "batch_size", "eval_every", "ckpt_every", "step_loss_evals")
@@ -90,7 +117,7 @@ class TrainConfig:
 
 # Fields that define the model or the data stream; a resumed run must not change them.
 _FIXED_ON_RESUME = (
-    "data", "preset", "head", "batch_size", "ce_weight", "timestep_sampler", "holdout", "seed",
+    "data", "model", "branch_factor", "parametrization", "preset", "head", "batch_size", "ce_weight", "timestep_sampler", "holdout", "seed",
 )
 
 
@@ -152,7 +179,7 @@ def _update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
 
 @torch.no_grad()
 def evaluate_bpd(
-    model: OrderAgnosticARDM, data: torch.Tensor, batch_size: int = 64, seed: int = 0
+    model: ARDM, data: torch.Tensor, batch_size: int = 64, seed: int = 0
 ) -> float:
     """Mean unbiased test bpd estimate (one random t and order per item, fixed seed)."""
     gen = torch.Generator().manual_seed(seed)
@@ -170,10 +197,21 @@ def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
     return nullcontext()
 
 
-def _build(cfg: TrainConfig, num_classes: int, data_shape: tuple[int, ...]) -> OrderAgnosticARDM:
-    overrides: dict[str, Any] = {"head": cfg.head} if cfg.head else {}
+def _build(cfg: TrainConfig, num_classes: int, data_shape: tuple[int, ...]) -> ARDM:
+    head = cfg.head
+    if head is None and cfg.model == "upscale" and cfg.parametrization == "direct":
+        head = "categorical"  # b free logits per stage: a mixture over K bins does not fit
+    overrides: dict[str, Any] = {"head": head} if head else {}
     net = build_net(cfg.preset, num_classes, data_shape, **overrides)
     num_vars = math.prod(data_shape)
+    if cfg.model == "upscale":
+        steps = num_stages(num_classes, cfg.branch_factor) * num_vars
+        return UpscaleARDM(
+            net, num_classes, data_shape, branch_factor=cfg.branch_factor,
+            parametrization=cfg.parametrization, ce_weight=cfg.ce_weight,
+            timestep_sampler=make_sampler(cfg.timestep_sampler, steps),
+            budget_split=cfg.budget_split,
+        )
     return OrderAgnosticARDM(
         net, num_classes, data_shape, ce_weight=cfg.ce_weight,
         timestep_sampler=make_sampler(cfg.timestep_sampler, num_vars),
@@ -224,7 +262,9 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume and (out / TRAIN_STATE_FILE).is_file():
         state = load_train_state(out)
         saved = state["config"]
-        changed = [k for k in _FIXED_ON_RESUME if saved.get(k) != getattr(cfg, k)]
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        # A setting missing from an older train_state had its default value then.
+        changed = [k for k in _FIXED_ON_RESUME if saved.get(k, defaults[k]) != getattr(cfg, k)]
         if changed:
             raise ValueError(f"cannot resume {out}: these settings changed: {changed}")
         model.load_state_dict(state["model"])
@@ -308,12 +348,22 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
 
     if d.is_main and metrics.get("step_losses_step") != step:
-        ema_model.estimate_step_losses(
-            held_x, evals_per_step=cfg.step_loss_evals,
-            generator=torch.Generator().manual_seed(cfg.seed + 12345),
-        )
+        # D steps (order-agnostic) or S * D steps (upscale: one row of D per stage).
+        num_steps = int(ema_model.step_losses.numel())
+        with tqdm(
+            total=num_steps * cfg.step_loss_evals, disable=not cfg.progress, dynamic_ncols=True,
+            desc="step losses", unit="eval",
+        ) as loss_bar:
+            ema_model.estimate_step_losses(
+                held_x, evals_per_step=cfg.step_loss_evals,
+                generator=torch.Generator().manual_seed(cfg.seed + 12345),
+                progress=loss_bar.update,
+            )
         metrics["step_losses_step"] = step
         metrics["step_losses_sum_bits"] = float(ema_model.step_losses.sum())
+        if ema_model.step_losses.ndim == 2:  # upscale: bits per dimension of each stage
+            stage_bpd = ema_model.step_losses.sum(1) / ema_model.num_vars
+            metrics["step_losses_stage_bpd"] = [round(float(v), 5) for v in stage_bpd]
         checkpoint()
         print(
             f"saved {out}: step {step}, test bpd {metrics.get('test_bpd', float('nan')):.4f}, "

@@ -16,8 +16,10 @@ Network. The network is the order-agnostic one, ``net(x_in, known, t) -> (B, *da
 * ``x_in`` holds every variable at its current resolution: ``coarse_{l-1}(x)`` for the variables
   refined so far in this stage, ``coarse_l(x)`` for the others. Nothing finer ever reaches the
   network: :meth:`UpscaleARDM.predict_digit_log_probs` is the one place where inputs are coarsened.
-* ``known`` is all True: every variable is known at some resolution. (The image U-Net multiplies
-  each value by its mask, so passing the within-stage mask would hide the previous stage.)
+* ``known`` is the mask of the variables already refined in this stage (level ``l - 1``), so the
+  network can tell refined from unrefined variables; the unrefined ones still carry their coarse
+  value in ``x_in`` (the image U-Net zeroes only absorbing values, ``x_in == K``, never values
+  where ``known`` is False, and no value here is ever K).
 * ``t = s * D + t_within`` in ``0..S*D - 1`` gives the stage and the within-stage step, so the time
   input of the network must cover ``S * D`` steps (the U-Net embeds ``t / D`` sinusoidally, which
   works for any range).
@@ -142,6 +144,8 @@ class UpscaleARDM(nn.Module):
         self.parametrization = parametrization
         self.ce_weight = float(ce_weight)
         self.budget_split = budget_split
+        # Seed of the coding order (ardm.codec reads it); saved in config.json by ardm.checkpoint.
+        self.order_seed = 0
         self.timestep_sampler = timestep_sampler or StratifiedSampler(self.num_steps)
         if self.timestep_sampler.num_steps != self.num_steps:
             raise ValueError("timestep_sampler.num_steps must equal S * D, the number of steps")
@@ -206,8 +210,9 @@ class UpscaleARDM(nn.Module):
         # Each variable's unknown low digits are zeroed before the network sees it.
         x_in = coarse_values(x_flat, levels, self.branch_factor)
         stage = self.num_stages - level
-        t = stage * self.num_vars + (levels < level.view(-1, 1)).sum(1)
-        known = torch.ones(x_flat.shape[0], *self.data_shape, dtype=torch.bool, device=self.device)
+        refined = levels < level.view(-1, 1)  # refined in this stage: known to level l - 1
+        t = stage * self.num_vars + refined.sum(1)
+        known = refined.view(x_flat.shape[0], *self.data_shape)
         return x_in, known, t
 
     def _digit_log_probs(
@@ -307,6 +312,12 @@ class UpscaleARDM(nn.Module):
         ce_bpd = -log_p.mean(1) / LN2
         loss = (weights * bpd).mean() + self.ce_weight * ce_bpd.mean()
         return loss, {"bpd": bpd.detach().mean(), "ce_bpd": ce_bpd.detach().mean()}
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Same as :meth:`training_loss` (so that DistributedDataParallel can wrap the model)."""
+        return self.training_loss(x, generator)
 
     # ---- policies ------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""``ardm train``: train an order-agnostic ARDM on an image dataset.
+"""``ardm train``: train an order-agnostic or upscale ARDM on an image dataset.
 
 Example:
     ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
+    ardm train --model upscale --branch-factor 4 --preset small --out runs/fm-up
 """
 
 from __future__ import annotations
@@ -10,16 +11,22 @@ import argparse
 import dataclasses
 
 from ardm.nets.unet import HEADS, UNET_PRESETS
+from ardm.stage_budget import SPLITS
+from ardm.upscale import PARAMETRIZATIONS
 
 __all__ = ["add_parser", "run", "main"]
 
 DESCRIPTION = """\
-Train an order-agnostic ARDM (Hoogeboom et al. 2022) on images. Writes a run directory with
-model.safetensors (EMA weights + per-step losses), config.json, train_state.pt (for --resume)
-and metrics.jsonl. Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel.
+Train an order-agnostic ARDM (Hoogeboom et al. 2022) on images, or with --model upscale an
+upscale ARDM that generates pixel values coarse to fine, one base-b digit per stage
+(S = ceil(log_b 256) stages). Writes a run directory with model.safetensors (EMA weights +
+per-step losses, estimated on held-out training images at the end: D of them, or S x D for an
+upscale model), config.json, train_state.pt (for --resume) and metrics.jsonl. Under torchrun
+(WORLD_SIZE > 1) it trains with DistributedDataParallel.
 
 examples:
   ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
+  ardm train --model upscale --branch-factor 4 --parametrization data --out runs/fm-up
   ardm train --out runs/fm --resume ...            # continue after an interruption
   torchrun --nproc_per_node=4 -m ardm.train --device cuda --preset base --out runs/base
 """
@@ -34,6 +41,17 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--data", default=defaults["data"],
         help="'fashion-mnist' (Debian package dataset-fashion-mnist) or a directory of MNIST IDX "
              "files or CIFAR-10 python batches (default: %(default)s)")
+    add("--model", default=defaults["model"], choices=["oa", "upscale"],
+        help="oa: order-agnostic ARDM; upscale: coarse-to-fine upscale ARDM (default: %(default)s)")
+    add("--branch-factor", type=int, default=defaults["branch_factor"],
+        help="upscale: base b of the digits revealed per stage; S = ceil(log_b 256) stages "
+             "(default: %(default)s, i.e. 4 stages)")
+    add("--parametrization", default=defaults["parametrization"], choices=list(PARAMETRIZATIONS),
+        help="upscale: 'data' maps K-way logits to the next digit, 'direct' predicts b logits "
+             "(categorical head unless --head is given) (default: %(default)s)")
+    add("--budget-split", default=defaults["budget_split"], choices=list(SPLITS),
+        help="upscale: how a budget of network calls is split across stages when the model is "
+             "used: 'optimal' (least expected loss) or 'equal' (the paper's) (default: %(default)s)")
     add("--preset", default=defaults["preset"], choices=sorted(UNET_PRESETS),
         help="U-Net size: tiny (tests), small (CPU), base (GPU), paper (CIFAR-10 model of the "
              "paper) (default: %(default)s)")
@@ -72,7 +90,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train`` on the CLI's subparsers."""
     parser = subparsers.add_parser(
-        "train", help="train an order-agnostic ARDM on images", description=DESCRIPTION,
+        "train", help="train an order-agnostic or upscale ARDM on images", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return _configure(parser)

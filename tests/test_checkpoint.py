@@ -1,0 +1,104 @@
+"""Checkpoints of both model kinds: upscale round trip, order seeds, config errors."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ardm import checkpoint
+from ardm.ardm import OrderAgnosticARDM
+from ardm.checkpoint import CONFIG_FILE, build_model, load_model, model_config, save_model
+from ardm.nets import build_net
+from ardm.upscale import UpscaleARDM
+
+SHAPE = (1, 8, 8)
+
+
+def _upscale(parametrization: str = "data", head: str = "logistic_mixture") -> UpscaleARDM:
+    net = build_net("tiny", 256, SHAPE, head=head)
+    torch.manual_seed(0)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    model = UpscaleARDM(
+        net, 256, SHAPE, branch_factor=4, parametrization=parametrization, ce_weight=2e-3,
+        budget_split="equal",
+    )
+    model.step_losses.copy_(torch.rand(4, 64, generator=torch.Generator().manual_seed(1)).double())
+    return model.eval()
+
+
+def test_doc_examples() -> None:
+    assert doctest.testmod(checkpoint).failed == 0
+
+
+@pytest.mark.parametrize("parametrization,head", [("data", "logistic_mixture"), ("direct", "categorical")])
+def test_upscale_round_trip_gives_identical_outputs(
+    tmp_path: Path, parametrization: str, head: str
+) -> None:
+    model = _upscale(parametrization, head)
+    model.order_seed = 42
+    save_model(model, {"preset": "tiny", "step": 3}, tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["model"] == "upscale" and config["branch_factor"] == 4
+    assert config["parametrization"] == parametrization and config["budget_split"] == "equal"
+    assert config["order_seed"] == 42 and "absorbing_state" not in config
+
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded, UpscaleARDM) and not loaded.training
+    assert (loaded.num_stages, loaded.branch_factor, loaded.parametrization) == (4, 4, parametrization)
+    assert loaded.budget_split == "equal" and loaded.ce_weight == 2e-3 and loaded.order_seed == 42
+    assert torch.equal(loaded.step_losses, model.step_losses)  # the S x D buffer
+    x = torch.randint(0, 256, (3, *SHAPE), generator=torch.Generator().manual_seed(2))
+    levels = torch.tensor([4, 2, 1]).view(3, 1) - (torch.rand(3, 64) < 0.5).long()
+    levels[:, 0] = torch.tensor([4, 2, 1])
+    with torch.no_grad():
+        assert torch.equal(
+            loaded.predict_digit_log_probs(x, levels), model.predict_digit_log_probs(x, levels)
+        )
+    assert [p.tolist() for p in loaded.policy(9)] == [p.tolist() for p in model.policy(9)]
+
+
+def test_order_seed_of_an_order_agnostic_model(tmp_path: Path) -> None:
+    model = OrderAgnosticARDM(build_net("tiny", 16, (1, 4, 4)), 16, (1, 4, 4))
+    save_model(model, {}, tmp_path)
+    assert load_model(tmp_path).order_seed == 0  # default
+    model.order_seed = 7
+    save_model(model, {}, tmp_path)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["order_seed"] == 7
+    assert load_model(tmp_path).order_seed == 7
+
+
+def test_older_configs_without_order_seed_load(tmp_path: Path) -> None:
+    model = OrderAgnosticARDM(build_net("tiny", 16, (1, 4, 4)), 16, (1, 4, 4))
+    config = model_config(model)
+    del config["order_seed"]
+    assert build_model(config).order_seed == 0
+
+
+def test_bad_configs_raise_value_error() -> None:
+    config = model_config(_upscale())
+    for key, value, match in [
+        ("order_seed", -1, "order_seed"),
+        ("order_seed", "3", "order_seed"),
+        ("branch_factor", 1, "branch"),
+        ("parametrization", "both", "parametrization"),
+        ("budget_split", "random", "budget split"),
+        ("model", "flow", "unsupported model kind"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            build_model({**config, key: value})
+    missing = dict(config)
+    del missing["branch_factor"]
+    with pytest.raises(ValueError, match="branch_factor"):
+        build_model(missing)
+
+
+def test_saving_rejects_a_bad_order_seed(tmp_path: Path) -> None:
+    model = _upscale()
+    model.order_seed = -3
+    with pytest.raises(ValueError, match="order_seed"):
+        save_model(model, {}, tmp_path)
