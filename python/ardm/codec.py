@@ -163,7 +163,7 @@ def _check_budget(model: torch.nn.Module, budget: int | None) -> int:
 def _as_items(x, model: torch.nn.Module) -> tuple[torch.Tensor, str, bool]:
     """Validate x and return (items as int64 (B, D), dtype name, whether x had a batch axis)."""
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.from_numpy(np.array(x))  # a copy: the input may be read-only
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be an integer tensor or array, got {type(x).__name__}")
     dtype = str(x.dtype).removeprefix("torch.")

@@ -40,9 +40,9 @@ def read_array(path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarr
                 if image.mode not in ("L", "RGB", "P", "RGBA", "LA", "I;16", "I"):
                     raise ValueError(f"{path}: unsupported image mode {image.mode}")
                 if image.mode in ("I;16", "I"):
-                    array = np.asarray(image)
+                    array = np.array(image)
                 else:
-                    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+                    array = np.array(image.convert("L" if channels == 1 else "RGB"))
         except (OSError, Image.DecompressionBombError) as err:
             raise ValueError(f"{path}: not a readable image ({err})") from err
         array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)

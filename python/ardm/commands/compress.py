@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from ardm.codec import compress
@@ -47,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         list(zip(args.inputs, outputs)), desc="compress", unit="file", disable=len(outputs) < 2
     ):
         array = read_array(source, model.data_shape)
-        blob = compress(torch.from_numpy(np.ascontiguousarray(array)), model, budget=args.budget)
+        blob = compress(array, model, budget=args.budget)
         target.write_bytes(blob)
         total_in += Path(source).stat().st_size
         total_out += len(blob)

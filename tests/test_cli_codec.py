@@ -1,0 +1,87 @@
+"""`ardm compress` / `ardm decompress` / `ardm demo` on files, end to end, with a small saved model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ardm
+from ardm.checkpoint import save_model
+from ardm.cli import main
+from ardm.nets import build_net
+
+SHAPE = (1, 8, 8)
+K = 256
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny 8x8 model with step losses, saved as a run directory."""
+    torch.manual_seed(0)
+    model = ardm.OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
+    crops = ardm.bundled_images()[:, :, 10:18, 10:18]
+    model.estimate_step_losses(crops)
+    path = tmp_path_factory.mktemp("run")
+    save_model(model, {"preset": "tiny", "dataset": "fashion-mnist"}, path)
+    return path
+
+
+def crops() -> np.ndarray:
+    return ardm.bundled_images()[:, :, 10:18, 10:18].numpy()
+
+
+def test_png_and_npy_round_trip(run_dir, tmp_path, capsys):
+    images = crops()
+    Image.fromarray(images[0, 0]).save(tmp_path / "a.png")
+    np.save(tmp_path / "b.npy", images[1:4].astype(np.int16))
+    inputs = [str(tmp_path / "a.png"), str(tmp_path / "b.npy")]
+    out = tmp_path / "out"
+    assert main(["compress", *inputs, "-o", str(out), "--budget", "9", "--model", str(run_dir)]) == 0
+    restored = tmp_path / "restored"
+    blobs = [str(out / "a.png.ardm"), str(out / "b.npy.ardm")]
+    assert main(["decompress", *blobs, "-o", str(restored), "--model", str(run_dir)]) == 0
+    assert np.array_equal(np.asarray(Image.open(restored / "a.png")), images[0, 0])
+    back = np.load(restored / "b.npy")
+    assert back.dtype == np.int16 and np.array_equal(back, images[1:4])
+
+
+def test_single_file_output_name(run_dir, tmp_path):
+    Image.fromarray(crops()[2, 0]).save(tmp_path / "x.png")
+    blob = tmp_path / "x.ardm"
+    assert main(["compress", str(tmp_path / "x.png"), "-o", str(blob), "--model", str(run_dir),
+                 "--budget", "4"]) == 0
+    assert main(["decompress", str(blob), "-o", str(tmp_path / "y.png"), "--model",
+                 str(run_dir)]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "y.png")), crops()[2, 0])
+
+
+@pytest.mark.parametrize(
+    "content, name, message",
+    [
+        (b"not a png", "bad.png", "not a readable image"),
+        (b"junk", "bad.txt", "unknown file type"),
+    ],
+)
+def test_bad_input_files(run_dir, tmp_path, capsys, content, name, message):
+    (tmp_path / name).write_bytes(content)
+    assert main(["compress", str(tmp_path / name), "--model", str(run_dir)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_wrong_image_size_and_corrupted_blob(run_dir, tmp_path, capsys):
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "big.png")
+    assert main(["compress", str(tmp_path / "big.png"), "--model", str(run_dir)]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    (tmp_path / "c.ardm").write_bytes(b"\xad\x01\x00garbage")
+    assert main(["decompress", str(tmp_path / "c.ardm"), "--model", str(run_dir)]) == 2
+    assert "blob" in capsys.readouterr().err
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("train", "compress", "decompress", "demo", "choose-order"):
+        assert command in text
