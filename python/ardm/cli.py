@@ -13,12 +13,15 @@ import argparse
 import sys
 from types import ModuleType
 
-from ardm.commands import choose_order, compress, decompress, demo, train
+from ardm.commands import choose_order, compress, decompress, demo, sample, train
+from ardm.commands import eval as eval_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: list[ModuleType] = [
     train,
+    eval_command,
+    sample,
     compress,
     decompress,
     demo,

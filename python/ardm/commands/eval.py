@@ -1,0 +1,212 @@
+"""``ardm eval``: test bits/dim of a trained model under step budgets, optimal against naive policies.
+
+Example:
+    ardm eval runs/fm --budgets 784,200,100,50,20,10 --test-size 500 --plots plots/
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+from ardm.evaluate import (
+    EvalRow,
+    ensure_step_losses,
+    evaluate_budgets,
+    load_held_out_images,
+    load_test_images,
+    parse_budgets,
+    resolve_run,
+    step_loss_curves,
+)
+
+__all__ = ["add_parser", "run", "format_table"]
+
+DEFAULT_BUDGETS = (784, 200, 100, 50, 20, 10)
+
+DESCRIPTION = """\
+Evaluate a model (run directory or shipped name) under budgets of network calls per image. For
+each budget it prints the test bits/dim of the budget-optimal policy and of the naive evenly spaced
+one: the mean of unbiased one-call estimates (nll_bpd, random orders, a fixed seed) over the test
+images, +- its standard error; "exact": -log2 p(x) for the fixed coding order on the first few
+test images (the size ardm compress reaches), computed when the policy has few enough calls;
+"DP": the cost the budget DP predicts from the sorted per-step losses. For an upscale model it
+shows the optimal split of the budget across stages, the paper's equal split (both with the DP
+within each stage) and the naive policy, with the calls per stage. If the model has no per-step
+losses they are estimated first on held-out training images (and not saved).
+
+examples:
+  ardm eval runs/fm
+  ardm eval fashion-mnist --budgets 100,20,10 --test-size 1000 --plots plots/
+  ardm eval runs/fm-up --budgets 200,50,20 --repeats 4
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``eval`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "eval", help="test bits/dim under budgets: optimal vs naive policies, plots",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = p.add_argument
+    add("run", nargs="?", default=None,
+        help="run directory (from ardm train) or shipped model name (default: the shipped one)")
+    add("--budgets", default=None,
+        help="comma-separated network calls per image (default: those of "
+             f"{','.join(map(str, DEFAULT_BUDGETS))} the model allows, and its maximum)")
+    add("--test-size", type=int, default=200, help="test images (default: %(default)s)")
+    add("--repeats", type=int, default=1,
+        help="one-call estimates per test image and policy (default: %(default)s)")
+    add("--seed", type=int, default=0, help="seed of the estimates (default: %(default)s)")
+    add("--data", default=None,
+        help="dataset name or directory (default: the run's training dataset)")
+    add("--exact-images", type=int, default=8,
+        help="test images for the exact fixed-order value; 0: none (default: %(default)s)")
+    add("--exact-max-calls", type=int, default=100,
+        help="compute the exact value only for policies with at most this many calls "
+             "(default: %(default)s)")
+    add("--holdout-size", type=int, default=200,
+        help="held-out training images to estimate missing step losses (default: %(default)s)")
+    add("--step-loss-evals", type=int, default=1,
+        help="evaluations per step when estimating missing step losses (default: %(default)s)")
+    add("--batch-size", type=int, default=64, help="images per network call (default: %(default)s)")
+    add("--plots", default=None, metavar="DIR",
+        help="save step_losses.png and bpd_vs_budget.png into DIR")
+    add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def _default_budgets(low: int, high: int) -> str:
+    budgets = [b for b in DEFAULT_BUDGETS if low <= b <= high]
+    return ",".join(str(b) for b in sorted({high, *budgets}, reverse=True))
+
+
+def _cell(value: float | None, width: int, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return f"{'-':>{width}}"
+    return f"{value:>{width}.{digits}f}"
+
+
+def format_table(rows: list[EvalRow]) -> list[str]:
+    """The rows of :func:`ardm.evaluate.evaluate_budgets` as text lines, one line per budget.
+
+    Example:
+        >>> r = [EvalRow(10, "optimal", 10, 3.1, 0.02, 3.0, 3.05), EvalRow(10, "naive", 10, 3.4, 0.02, 3.3)]
+        >>> print("\\n".join(format_table(r)))  # doctest: +NORMALIZE_WHITESPACE
+                |              optimal                    |              naive
+         budget | calls   bits/dim    +-   exact      DP | calls   bits/dim    +-   exact      DP
+             10 |    10      3.100 0.020   3.050   3.000 |    10      3.400 0.020       -   3.300
+    """
+    policies = list(dict.fromkeys(r.policy for r in rows))
+    staged = any(r.stage_budgets is not None for r in rows)
+    group = f"{'calls':>6}{'bits/dim':>11}{'+-':>6}{'exact':>8}{'DP':>8}"
+    if staged:
+        group += f"  {'per stage':<14}"
+    head = f"{'':>7} |" + " |".join(f"{name:^{len(group)}}" for name in policies)
+    lines = [head.rstrip(), f"{'budget':>7} |" + " |".join(group for _ in policies)]
+    for budget in dict.fromkeys(r.budget for r in rows):
+        cells = []
+        for name in policies:
+            r = next(r for r in rows if r.budget == budget and r.policy == name)
+            cell = (
+                f"{r.calls:>6}{_cell(r.bpd, 11)}{_cell(r.bpd_sem, 6)}"
+                f"{_cell(r.exact_bpd, 8)}{_cell(r.predicted_bpd, 8)}"
+            )
+            if staged:
+                split = "+".join(str(b) for b in r.stage_budgets or ())
+                cell += f"  {split:<14}"
+            cells.append(cell)
+        lines.append(f"{budget:>7} |" + " |".join(cells))
+    return [line.rstrip() for line in lines]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ardm eval`` with parsed arguments; returns the exit status."""
+    for name in ("test_size", "repeats", "holdout_size", "step_loss_evals", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.exact_images < 0 or args.exact_max_calls < 0:
+        raise ValueError("--exact-images and --exact-max-calls must be >= 0")
+    model, config = resolve_run(args.run)
+    kind = "upscale" if hasattr(model, "num_stages") else "order-agnostic"
+    low = int(getattr(model, "min_budget", 1))
+    high = int(getattr(model, "max_budget", model.num_vars))
+    budgets = parse_budgets(args.budgets or _default_budgets(low, high), model)
+    extra = f", S = {model.num_stages} stages of b = {model.branch_factor}" if kind == "upscale" else ""
+    print(
+        f"{args.run or 'shipped model'}: {kind} ARDM, D = {model.num_vars}, "
+        f"K = {model.num_classes}{extra}; budgets {low}..{high}"
+    )
+    if not model.has_step_losses():
+        held, source = load_held_out_images(model, config, args.holdout_size, args.data)
+        print(f"the model has no per-step losses: estimating them on {source} "
+              f"({args.step_loss_evals} evaluation(s) per step; not saved)")
+        ensure_step_losses(model, held, args.step_loss_evals, args.batch_size, args.seed,
+                           args.progress)
+    images, source = load_test_images(model, config, args.test_size, args.data)
+    print(f"{source}, {args.repeats} estimate(s) per image, seed {args.seed}; exact fixed-order "
+          f"values on {min(args.exact_images, len(images))} image(s) for policies of <= "
+          f"{args.exact_max_calls} calls")
+    start = time.perf_counter()
+    rows = evaluate_budgets(
+        model, images, budgets, seed=args.seed, repeats=args.repeats,
+        batch_size=args.batch_size, exact_images=args.exact_images,
+        exact_max_calls=args.exact_max_calls, progress=args.progress,
+    )
+    for line in format_table(rows):
+        print(line)
+    print(f"({time.perf_counter() - start:.1f} s; bits/dim: test estimate +- standard error; "
+          "exact: fixed coding order; DP: predicted from the sorted step losses)")
+    if args.plots:
+        for path in save_plots(model, rows, Path(args.plots)):
+            print(f"plot: {path}")
+    return 0
+
+
+def save_plots(model, rows: list[EvalRow], folder: Path) -> list[Path]:
+    """Save the per-step loss curves and bits/dim against budget as PNGs in ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw, ordered = step_loss_curves(model)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for s in range(raw.shape[0]):
+        label = f"stage {s}" if raw.shape[0] > 1 else None
+        axes[0].plot(raw[s], lw=0.8, label=label)
+        axes[1].plot(ordered[s], lw=1.2, label=label)
+    axes[0].set_title("per-step loss $L_t$ (as estimated)")
+    axes[1].set_title("sorted (descending), as planned")
+    for ax in axes:
+        ax.set_xlabel("step t (variables known)")
+        ax.set_yscale("log")
+        if raw.shape[0] > 1:
+            ax.legend()
+    axes[0].set_ylabel("bits")
+    fig.tight_layout()
+    losses_path = folder / "step_losses.png"
+    fig.savefig(losses_path, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r.policy for r in rows):
+        mine = sorted((r for r in rows if r.policy == name), key=lambda r: r.budget)
+        budgets = [r.budget for r in mine]
+        line = ax.errorbar(budgets, [r.bpd for r in mine], yerr=[r.bpd_sem for r in mine],
+                           marker="o", capsize=2, label=f"{name} (test)")
+        ax.plot(budgets, [r.predicted_bpd for r in mine], "--", color=line[0].get_color(),
+                alpha=0.6, label=f"{name} (DP prediction)")
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (network calls per image)")
+    ax.set_ylabel("bits per dimension")
+    ax.set_title("Test bits/dim against budget")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    budget_path = folder / "bpd_vs_budget.png"
+    fig.savefig(budget_path, dpi=120)
+    plt.close(fig)
+    return [losses_path, budget_path]

@@ -1,0 +1,479 @@
+"""Evaluation of trained ARDMs under step budgets: the logic behind ``ardm eval`` and ``ardm sample``.
+
+For each budget (network calls per data point) and each policy, :func:`evaluate_budgets` returns
+one :class:`EvalRow` with
+
+* ``bpd``: the mean over test images of the unbiased one-call estimate ``model.nll_bpd`` (random
+  orders, a fixed generator, so runs repeat exactly), with its standard error;
+* ``exact_bpd``: when cheap enough, the exact ``model.exact_nll_bits`` for the fixed coding order
+  (``ardm.random_order(D, model.order_seed)``) on the first few test images: the code length that
+  ``ardm.compress`` reaches, up to the quantization of the probabilities;
+* ``predicted_bpd``: what the budget DP predicts from the per-step losses sorted in descending order
+  (``budget_curve(sorted L)[budget] / D`` for the optimal policy), for comparison.
+
+Policies: for an order-agnostic model ``"optimal"`` (the budget DP) and ``"naive"`` (evenly spaced
+steps); for an upscale model ``"optimal"`` (the optimal split of the budget across stages, the DP
+within each), ``"equal"`` (the paper's equal split per stage, the DP within each) and ``"naive"``
+(equal split, evenly spaced steps).
+
+Example:
+    >>> import torch
+    >>> from ardm.nets import build_net
+    >>> from ardm.ardm import OrderAgnosticARDM
+    >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+    >>> x = torch.randint(0, 4, (6, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    >>> _ = m.estimate_step_losses(x)
+    >>> rows = evaluate_budgets(m, x, [16, 4], progress=False)
+    >>> [(r.budget, r.policy, r.calls) for r in rows]
+    [(16, 'optimal', 16), (16, 'naive', 16), (4, 'optimal', 4), (4, 'naive', 4)]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ardm import _core
+from ardm.ardm import OrderAgnosticARDM
+from ardm.stage_budget import stage_costs
+from ardm.upscale import UpscaleARDM
+
+__all__ = [
+    "EvalRow",
+    "PolicySpec",
+    "SampleResult",
+    "resolve_run",
+    "parse_budgets",
+    "load_test_images",
+    "load_held_out_images",
+    "ensure_step_losses",
+    "policy_specs",
+    "evaluate_budgets",
+    "step_loss_curves",
+    "sample_images",
+    "image_grid",
+    "save_grid",
+]
+
+ARDM = Union[OrderAgnosticARDM, UpscaleARDM]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A named policy for one budget: ``policy`` is an int64 array of start steps (order-agnostic)
+    or one such array per stage (upscale); ``calls`` its network calls; ``predicted_bits`` the
+    DP's expected cost on the sorted step losses; ``stage_budgets`` the calls per stage (upscale).
+    """
+
+    name: str
+    policy: Any
+    calls: int
+    predicted_bits: float
+    stage_budgets: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """Test bits/dim of one policy at one budget (see the module docstring)."""
+
+    budget: int
+    policy: str
+    calls: int
+    bpd: float
+    bpd_sem: float
+    predicted_bpd: float
+    exact_bpd: float | None = None
+    stage_budgets: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """Samples (n, *data_shape) int64, the network calls made, the calls the policy has, seconds."""
+
+    images: torch.Tensor
+    calls: int
+    policy_calls: int
+    seconds: float
+
+
+# ---- runs, data and step losses -----------------------------------------------------------------
+
+
+def resolve_run(name_or_path: str | Path | None) -> tuple[ARDM, dict[str, Any]]:
+    """Load a model (shipped name or run directory) and its ``config.json`` (``{}`` if none).
+
+    Example:
+        >>> resolve_run("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        ValueError: '/nonexistent' is neither a shipped model (fashion-mnist, fashion-mnist-upscale) nor a path to a run directory
+    """
+    from ardm.checkpoint import read_config
+    from ardm.pretrained import DEFAULT_MODEL, PRETRAINED, load
+
+    model = load(name_or_path)
+    name = DEFAULT_MODEL if name_or_path is None else name_or_path
+    path = PRETRAINED[name] if isinstance(name, str) and name in PRETRAINED else Path(name)
+    if path.is_file():
+        path = path.parent
+    try:
+        config = read_config(path)
+    except ValueError:
+        config = {}
+    return model, config
+
+
+def parse_budgets(text: str, model: ARDM) -> list[int]:
+    """Comma-separated budgets -> list of ints, each checked against the model's range.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+        >>> parse_budgets("16, 4,1", m)
+        [16, 4, 1]
+        >>> parse_budgets("17", m)
+        Traceback (most recent call last):
+        ...
+        ValueError: budget 17 is out of range: this model takes 1..16 network calls
+    """
+    try:
+        budgets = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError as err:
+        raise ValueError(f"budgets must be comma-separated integers, got {text!r}") from err
+    if not budgets:
+        raise ValueError("give at least one budget")
+    low, high = _budget_range(model)
+    for budget in budgets:
+        if not low <= budget <= high:
+            raise ValueError(
+                f"budget {budget} is out of range: this model takes {low}..{high} network calls"
+            )
+    return list(dict.fromkeys(budgets))
+
+
+def _budget_range(model: ARDM) -> tuple[int, int]:
+    if isinstance(model, UpscaleARDM):
+        return model.min_budget, model.max_budget
+    return 1, model.num_vars
+
+
+def _dataset_name(config: dict[str, Any], data: str | None) -> str:
+    if data is not None:
+        return data
+    return str(config.get("dataset") or config.get("train", {}).get("data") or "fashion-mnist")
+
+
+def _check_images(images: torch.Tensor, model: ARDM, source: str) -> torch.Tensor:
+    if tuple(images.shape[1:]) != tuple(model.data_shape):
+        raise ValueError(
+            f"{source} has images of shape {tuple(images.shape[1:])}, the model takes "
+            f"{tuple(model.data_shape)}"
+        )
+    return images
+
+
+def load_test_images(
+    model: ARDM, config: dict[str, Any], count: int, data: str | None = None
+) -> tuple[torch.Tensor, str]:
+    """The first ``count`` test images of the run's dataset (or ``data``), and where they came from.
+
+    Falls back to the ten bundled Fashion-MNIST test images when the dataset is not installed and
+    the model takes 28x28 grey images.
+    """
+    if count < 1:
+        raise ValueError(f"the number of test images must be >= 1, got {count}")
+    from ardm.data import load_dataset
+
+    name = _dataset_name(config, data)
+    try:
+        images = load_dataset(name, "test")[:count]
+    except ValueError as err:
+        if tuple(model.data_shape) != (1, 28, 28):
+            raise
+        from ardm.pretrained import bundled_images
+
+        images = bundled_images()[:count]
+        return images, f"{len(images)} bundled test images ({err})"
+    return _check_images(images, model, name), f"{len(images)} test images of {name}"
+
+
+def load_held_out_images(
+    model: ARDM, config: dict[str, Any], count: int, data: str | None = None
+) -> tuple[torch.Tensor, str]:
+    """Up to ``count`` held-out training images: the last ``holdout`` training images of the run
+    (never trained on), or the last ``count`` when the run's holdout is unknown."""
+    if count < 1:
+        raise ValueError(f"the number of held-out images must be >= 1, got {count}")
+    from ardm.data import load_dataset
+
+    name = _dataset_name(config, data)
+    images = load_dataset(name, "train")
+    holdout = int(config.get("train", {}).get("holdout") or count)
+    images = images[images.shape[0] - min(holdout, count, images.shape[0]) :]
+    return _check_images(images, model, name), f"{len(images)} held-out training images of {name}"
+
+
+@torch.no_grad()
+def ensure_step_losses(
+    model: ARDM,
+    held_out: torch.Tensor,
+    evals_per_step: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> bool:
+    """Estimate the model's per-step losses on ``held_out`` unless it has them; True if it did.
+
+    The estimate stays in memory (the run directory is not changed).
+    """
+    if model.has_step_losses():
+        return False
+    total = int(model.step_losses.numel()) * evals_per_step
+    with tqdm(total=total, desc="step losses", unit="eval", disable=not progress) as bar:
+        model.estimate_step_losses(
+            held_out, evals_per_step=evals_per_step, batch_size=batch_size,
+            generator=torch.Generator().manual_seed(seed), progress=bar.update,
+        )
+    return True
+
+
+# ---- policies and their predicted costs ---------------------------------------------------------
+
+
+def policy_specs(model: ARDM, budget: int) -> list[PolicySpec]:
+    """The policies compared at ``budget`` (see the module docstring), with predicted costs.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> m = UpscaleARDM(build_net("tiny", 16, (1, 4, 4)), 16, (1, 4, 4), branch_factor=4)
+        >>> _ = m.step_losses.copy_(torch.linspace(2, 1, 32, dtype=torch.float64).view(2, 16))
+        >>> [(s.name, s.stage_budgets) for s in policy_specs(m, 5)]
+        [('optimal', (3, 2)), ('equal', (3, 2)), ('naive', (3, 2))]
+    """
+    low, high = _budget_range(model)
+    if not low <= budget <= high:
+        raise ValueError(f"budget {budget} is out of range: this model takes {low}..{high} calls")
+    if isinstance(model, UpscaleARDM):
+        specs = []
+        for split in ("optimal", "equal"):
+            plan = model.plan(budget, split)
+            specs.append(
+                PolicySpec(
+                    split, plan.policies, int(sum(len(p) for p in plan.policies)), plan.cost,
+                    tuple(int(b) for b in plan.budgets),
+                )
+            )
+        naive = model.naive_policy(budget)
+        cost = float(stage_costs(model.step_losses.cpu().numpy(), naive).sum())
+        specs.append(
+            PolicySpec("naive", naive, sum(len(p) for p in naive), cost,
+                       tuple(len(p) for p in naive))
+        )
+        return specs
+    if not model.has_step_losses():
+        raise ValueError(
+            "step losses are not estimated; run estimate_step_losses(held_out_data) first"
+        )
+    losses = np.sort(model.step_losses.cpu().numpy())[::-1].copy()
+    optimal = model.policy(budget)
+    naive = np.asarray(model.naive_policy(budget), dtype=np.int64)
+    predicted = float(np.asarray(_core.budget_curve(losses))[min(budget, model.num_vars)])
+    return [
+        PolicySpec("optimal", optimal, len(optimal), predicted),
+        PolicySpec("naive", naive, len(naive), float(_core.policy_cost(losses, naive))),
+    ]
+
+
+# ---- likelihood under budgets -------------------------------------------------------------------
+
+
+def _nll_bpd(model: ARDM, x: torch.Tensor, spec: PolicySpec, gen: torch.Generator) -> torch.Tensor:
+    if isinstance(model, UpscaleARDM):
+        return model.nll_bpd(x, policies=spec.policy, generator=gen)
+    return model.nll_bpd(x, policy=spec.policy, generator=gen)
+
+
+def _exact_bits(model: ARDM, x: torch.Tensor, spec: PolicySpec, order: np.ndarray) -> torch.Tensor:
+    if isinstance(model, UpscaleARDM):
+        return model.exact_nll_bits(x, order, spec.policy)
+    return model.exact_nll_bits(x, order, spec.policy)
+
+
+@torch.no_grad()
+def evaluate_budgets(
+    model: ARDM,
+    images: torch.Tensor,
+    budgets: Sequence[int],
+    *,
+    seed: int = 0,
+    repeats: int = 1,
+    batch_size: int = 64,
+    exact_images: int = 8,
+    exact_max_calls: int = 100,
+    progress: bool = True,
+) -> list[EvalRow]:
+    """Test bits/dim of every policy of :func:`policy_specs` at every budget, one row each.
+
+    ``repeats`` one-call estimates per image (each a fresh random order and step; the generator
+    restarts from ``seed`` for every policy, so policies are compared on common random numbers).
+    The exact fixed-order value is computed on the first ``exact_images`` images when a policy
+    has at most ``exact_max_calls`` calls (0 images: never). Needs the step losses.
+    """
+    if repeats < 1 or batch_size < 1 or exact_images < 0:
+        raise ValueError("repeats and batch_size must be >= 1, exact_images >= 0")
+    if not model.has_step_losses():
+        raise ValueError(
+            "step losses are not estimated; run ensure_step_losses(model, held_out) first"
+        )
+    x_all = model._check_x(images)
+    if x_all.shape[0] == 0:
+        raise ValueError("need at least one test image")
+    num_vars = model.num_vars
+    order = np.asarray(_core.random_order(num_vars, int(getattr(model, "order_seed", 0))))
+    x_exact = x_all[:exact_images]
+    plans = [(budget, spec) for budget in budgets for spec in policy_specs(model, budget)]
+    work = sum(
+        x_all.shape[0] * repeats
+        + (spec.calls * x_exact.shape[0] if spec.calls <= exact_max_calls else 0)
+        for _, spec in plans
+    )
+    rows = []
+    with tqdm(total=work, desc="eval", unit="img", disable=not progress, leave=False) as bar:
+        for budget, spec in plans:
+            bar.set_postfix(budget=budget, policy=spec.name, refresh=False)
+            gen = torch.Generator().manual_seed(seed)
+            values = []
+            for _ in range(repeats):
+                for lo in range(0, x_all.shape[0], batch_size):
+                    x = x_all[lo : lo + batch_size]
+                    values.append(_nll_bpd(model, x, spec, gen).double().cpu())
+                    bar.update(x.shape[0])
+            v = torch.cat(values)
+            sem = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
+            exact = None
+            if x_exact.shape[0] and spec.calls <= exact_max_calls:
+                bits = torch.cat(
+                    [
+                        _exact_bits(model, x_exact[lo : lo + batch_size], spec, order)
+                        for lo in range(0, x_exact.shape[0], batch_size)
+                    ]
+                )
+                exact = float(bits.mean()) / num_vars
+                bar.update(spec.calls * x_exact.shape[0])
+            rows.append(
+                EvalRow(
+                    budget=int(budget), policy=spec.name, calls=spec.calls,
+                    bpd=float(v.mean()), bpd_sem=sem, predicted_bpd=spec.predicted_bits / num_vars,
+                    exact_bpd=exact, stage_budgets=spec.stage_budgets,
+                )
+            )
+    return rows
+
+
+def step_loss_curves(model: ARDM) -> tuple[np.ndarray, np.ndarray]:
+    """The per-step losses as stored (raw) and sorted in descending order, float64 (S, D) each
+    (S = 1 for an order-agnostic model), in bits.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+        >>> _ = m.step_losses.copy_(torch.arange(16.0) % 3)
+        >>> raw, ordered = step_loss_curves(m)
+        >>> raw.shape, raw[0, :4].tolist(), ordered[0, :4].tolist()
+        ((1, 16), [0.0, 1.0, 2.0, 0.0], [2.0, 2.0, 2.0, 2.0])
+    """
+    raw = model.step_losses.detach().cpu().double().numpy().reshape(-1, model.num_vars)
+    return raw, -np.sort(-raw, axis=1)
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_images(
+    model: ARDM, budget: int, n: int, temperature: float = 1.0, seed: int = 0
+) -> SampleResult:
+    """Draw ``n`` samples with the model's budget-optimal policy, counting the network calls.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+        >>> _ = m.step_losses.copy_(torch.linspace(2, 0.1, 16, dtype=torch.float64))
+        >>> r = sample_images(m, budget=5, n=3)
+        >>> r.images.shape, r.calls, r.policy_calls
+        (torch.Size([3, 1, 4, 4]), 5, 5)
+    """
+    low, high = _budget_range(model)
+    if not low <= budget <= high:
+        raise ValueError(f"budget {budget} is out of range: this model takes {low}..{high} calls")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    policy = model.policy(budget)
+    policy_calls = (
+        sum(len(p) for p in policy) if isinstance(model, UpscaleARDM) else len(policy)
+    )
+    calls = 0
+
+    def count(*_: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    handle = model.net.register_forward_hook(count)
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        start = time.perf_counter()
+        if isinstance(model, UpscaleARDM):
+            images = model.sample(n, temperature=temperature, generator=gen, policies=policy)
+        else:
+            images = model.sample(n, temperature=temperature, generator=gen, policy=policy)
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    finally:
+        handle.remove()
+    return SampleResult(images.cpu(), calls, policy_calls, seconds)
+
+
+def image_grid(images: torch.Tensor, num_classes: int, columns: int | None = None) -> np.ndarray:
+    """Images (n, C, H, W) with values 0..K-1 -> one uint8 grid (rows, cols[, 3]), 1-pixel gaps.
+
+    C = 1 gives grey, C = 3 colour; values are scaled to 0..255.
+
+    Example:
+        >>> image_grid(torch.zeros(5, 1, 2, 2, dtype=torch.long), 256).shape   # 2 rows of 3
+        (5, 8)
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images (n, 1 or 3, H, W), got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    cols = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    values = images.long().clamp(0, num_classes - 1).numpy()
+    values = (values * 255 // max(num_classes - 1, 1)).astype(np.uint8)
+    grid = np.full((c, rows * (h + 1) - 1, cols * (w + 1) - 1), 255, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[:, r * (h + 1) : r * (h + 1) + h, k * (w + 1) : k * (w + 1) + w] = values[i]
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def save_grid(images: torch.Tensor, num_classes: int, path: str | Path, scale: int = 2) -> Path:
+    """Save :func:`image_grid` of ``images`` as a PNG, each pixel ``scale`` x ``scale``."""
+    from PIL import Image
+
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    grid = image_grid(images, num_classes)
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
