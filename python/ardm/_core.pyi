@@ -1,9 +1,25 @@
 """Type stubs for the Rust extension module `ardm._core`."""
 
 from collections.abc import Sequence
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "__version__",
+    "budget_curve",
+    "optimal_policy",
+    "policy_cost",
+    "naive_policy",
+    "random_order",
+    "random_orders",
+    "order_ranks",
+    "step_positions",
+    "quantize_logits",
+    "AnsCoder",
+    "AnsCoderBatch",
+]
 
 __version__: str
 
@@ -25,6 +41,7 @@ def step_positions(order: npt.ArrayLike, policy: npt.ArrayLike, step: int) -> np
 
 def quantize_logits(logits: npt.ArrayLike) -> npt.NDArray[np.uint32]: ...
 
+@final
 class AnsCoder:
     def __init__(self) -> None: ...
     def push(self, symbols: npt.ArrayLike, logits: npt.ArrayLike) -> None: ...
@@ -37,8 +54,9 @@ class AnsCoder:
     def num_bits(self) -> int: ...
     def is_empty(self) -> bool: ...
 
+@final
 class AnsCoderBatch:
-    def __init__(self, num_streams: int) -> None: ...
+    def __new__(cls, num_streams: int) -> AnsCoderBatch: ...
     def __len__(self) -> int: ...
     def push(self, symbols: npt.ArrayLike, logits: npt.ArrayLike) -> None: ...
     def pop(self, logits: npt.ArrayLike) -> npt.NDArray[np.int64]: ...
