@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardm.ardm import OrderAgnosticARDM
+from ardm.base import ARDMBase
 from ardm.stage_budget import SPLITS, StagePlan, plan_stages, split_budget_equal
 from ardm.timesteps import StratifiedSampler, TimestepSampler
 from ardm.transitions import (
@@ -79,7 +79,7 @@ PARAMETRIZATIONS = ("data", "direct")
 IMPOSSIBLE_LOG_PROB = -1.0e4
 
 
-class UpscaleARDM(nn.Module):
+class UpscaleARDM(ARDMBase):
     """Upscale ARDM around an order-agnostic network ``net(x_in, known, t) -> (B, *shape, K)``.
 
     Args:
@@ -100,15 +100,6 @@ class UpscaleARDM(nn.Module):
     """
 
     step_losses: torch.Tensor
-
-    # Shared with the order-agnostic model (same attributes: num_vars, data_shape, num_classes,
-    # step_losses): input checks, orders and policies of one stage.
-    device = OrderAgnosticARDM.device
-    _check_x = OrderAgnosticARDM._check_x
-    _check_order = OrderAgnosticARDM._check_order
-    _check_policy = OrderAgnosticARDM._check_policy
-    _arange = OrderAgnosticARDM._arange
-    random_ranks = OrderAgnosticARDM.random_ranks
 
     def __init__(
         self,
