@@ -341,16 +341,3 @@ def test_timestep_samplers() -> None:
     assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.03)
     with pytest.raises(ValueError, match="unknown timestep sampler"):
         make_sampler("cosine", 5)
-
-
-@pytest.mark.parametrize(
-    "module",
-    ["ardm.ardm", "ardm.timesteps", "ardm.nets.unet", "ardm.nets.heads", "ardm.data",
-     "ardm.checkpoint"],
-)
-def test_docstring_examples(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 
 import numpy as np
@@ -45,10 +44,6 @@ loss_tables = st.integers(1, 3).flatmap(
         )
     )
 )
-
-
-def test_doc_examples() -> None:
-    assert doctest.testmod(sb).failed == 0
 
 
 @settings(max_examples=80, deadline=None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -24,10 +23,6 @@ def digits_of(x: int, b: int, n: int) -> list[int]:
         out.append(x % b)
         x //= b
     return out
-
-
-def test_doc_examples() -> None:
-    assert doctest.testmod(tr).failed == 0
 
 
 @pytest.mark.parametrize("k,b", CASES)

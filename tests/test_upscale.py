@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import math
 
@@ -76,10 +75,6 @@ def data(n: int = 4, seed: int = 1) -> torch.Tensor:
 
 def all_orders() -> list[list[int]]:
     return [list(p) for p in itertools.permutations(range(D))]
-
-
-def test_doc_examples() -> None:
-    assert doctest.testmod(up).failed == 0
 
 
 def test_stages_and_budgets() -> None:
