@@ -37,7 +37,8 @@ use rayon::prelude::*;
 
 use crate::error::{CoreError, CoreResult};
 use crate::quantize::{
-    simd_dispatch, Input, Quantizer, MAX_SYMBOLS, MIN_SYMBOLS, PRECISION, TOTAL,
+    simd_dispatch, small_find, small_freqs, small_locate, with_small_k, Input, Lanes, Quantizer,
+    MAX_SYMBOLS, MIN_SYMBOLS, PRECISION, SMALL_K, TOTAL,
 };
 
 /// The lower bound of the normalized state interval `[STATE_LOW, 2^63)`.
@@ -259,21 +260,54 @@ simd_dispatch! {
         rows: &[f32],
         num_symbols: usize,
         input: Input,
-    ) -> CoreResult<()> {
-        let mut x = *state;
-        for (&symbol, row) in symbols.iter().zip(rows.chunks_exact(num_symbols)).rev() {
-            quantizer.prepare(row, input)?;
-            let (cum, freq) = quantizer.locate(symbol as usize);
-            let freq = freq as u64;
-            if x >= ((STATE_LOW >> PRECISION) << WORD_BITS) * freq {
-                words.push(x as u32);
-                x >>= WORD_BITS;
-            }
-            x = ((x / freq) << PRECISION) + (x % freq) + cum as u64;
-            *state = x;
-        }
-        Ok(())
+    ) -> CoreResult<()> => encode_rows
+}
+
+/// One encoder step: pushes the interval `[cum, cum + freq)`.
+#[inline(always)]
+fn encode_step(x: u64, words: &mut Vec<u32>, cum: u32, freq: u32) -> u64 {
+    let freq = freq as u64;
+    let mut x = x;
+    if x >= ((STATE_LOW >> PRECISION) << WORD_BITS) * freq {
+        words.push(x as u32);
+        x >>= WORD_BITS;
     }
+    ((x / freq) << PRECISION) + (x % freq) + cum as u64
+}
+
+/// [`encode`] with the given lanes; small alphabets take a loop unrolled for their `K`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn encode_rows<L: Lanes>(
+    lanes: L,
+    quantizer: &mut Quantizer,
+    state: &mut u64,
+    words: &mut Vec<u32>,
+    symbols: &[i64],
+    rows: &[f32],
+    num_symbols: usize,
+    input: Input,
+) -> CoreResult<()> {
+    let mut x = *state;
+    if num_symbols <= SMALL_K {
+        with_small_k!(num_symbols, K => {
+            let (rows, _) = rows.as_chunks::<K>();
+            for (&symbol, row) in symbols.iter().zip(rows).rev() {
+                let freqs = small_freqs(row, input)?;
+                let (cum, freq) = small_locate(&freqs, symbol as usize);
+                x = encode_step(x, words, cum, freq);
+                *state = x;
+            }
+        });
+        return Ok(());
+    }
+    for (&symbol, row) in symbols.iter().zip(rows.chunks_exact(num_symbols)).rev() {
+        quantizer.prepare(lanes, row, input)?;
+        let (cum, freq) = quantizer.locate(lanes, row, symbol as usize);
+        x = encode_step(x, words, cum, freq);
+        *state = x;
+    }
+    Ok(())
 }
 
 simd_dispatch! {
@@ -287,28 +321,69 @@ simd_dispatch! {
         num_symbols: usize,
         input: Input,
         out: &mut [i64],
-    ) -> CoreResult<(u64, usize)> {
-        let mut x = state;
-        let mut len = words.len();
-        for (row, symbol) in rows.chunks_exact(num_symbols).zip(out.iter_mut()) {
-            quantizer.prepare(row, input)?;
-            let slot = (x & (TOTAL as u64 - 1)) as u32;
-            let (s, cum, freq) = quantizer.find(slot);
-            x = freq as u64 * (x >> PRECISION) + (slot - cum) as u64;
-            if x < STATE_LOW {
-                if len == 0 {
-                    return Err(CoreError::new(
-                        "popped past the end of the ANS stream (truncated or corrupted data, \
-                         or different distributions than when pushed)",
-                    ));
-                }
-                len -= 1;
-                x = (x << WORD_BITS) | words[len] as u64;
-            }
-            *symbol = s as i64;
+    ) -> CoreResult<(u64, usize)> => decode_rows
+}
+
+/// One decoder step: the state after popping the symbol of `slot` in `[cum, cum + freq)`.
+#[inline(always)]
+fn decode_step(
+    x: u64,
+    words: &[u32],
+    len: &mut usize,
+    slot: u32,
+    cum: u32,
+    freq: u32,
+) -> CoreResult<u64> {
+    let mut x = freq as u64 * (x >> PRECISION) + (slot - cum) as u64;
+    if x < STATE_LOW {
+        if *len == 0 {
+            return Err(CoreError::new(
+                "popped past the end of the ANS stream (truncated or corrupted data, \
+                 or different distributions than when pushed)",
+            ));
         }
-        Ok((x, len))
+        *len -= 1;
+        x = (x << WORD_BITS) | words[*len] as u64;
     }
+    Ok(x)
+}
+
+/// [`decode`] with the given lanes; small alphabets take a loop unrolled for their `K`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn decode_rows<L: Lanes>(
+    lanes: L,
+    quantizer: &mut Quantizer,
+    state: u64,
+    words: &[u32],
+    rows: &[f32],
+    num_symbols: usize,
+    input: Input,
+    out: &mut [i64],
+) -> CoreResult<(u64, usize)> {
+    let mut x = state;
+    let mut len = words.len();
+    if num_symbols <= SMALL_K {
+        with_small_k!(num_symbols, K => {
+            let (rows, _) = rows.as_chunks::<K>();
+            for (row, symbol) in rows.iter().zip(out.iter_mut()) {
+                let freqs = small_freqs(row, input)?;
+                let slot = (x & (TOTAL as u64 - 1)) as u32;
+                let (s, cum, freq) = small_find(&freqs, slot);
+                x = decode_step(x, words, &mut len, slot, cum, freq)?;
+                *symbol = s as i64;
+            }
+        });
+        return Ok((x, len));
+    }
+    for (row, symbol) in rows.chunks_exact(num_symbols).zip(out.iter_mut()) {
+        quantizer.prepare(lanes, row, input)?;
+        let slot = (x & (TOTAL as u64 - 1)) as u32;
+        let (s, cum, freq) = quantizer.find(lanes, row, slot);
+        x = decode_step(x, words, &mut len, slot, cum, freq)?;
+        *symbol = s as i64;
+    }
+    Ok((x, len))
 }
 
 /// Many independent [`AnsCoder`] streams, coded in parallel (one rayon task per stream).

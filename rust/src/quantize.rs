@@ -68,17 +68,6 @@ const C1: f32 = std::f32::consts::LN_2;
 const C2: f32 = 0.240_226_5;
 const C3: f32 = 0.055_504_11;
 
-/// What the coder needs to know about one prepared row, besides its weights.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RowModel {
-    /// The alphabet size `K`.
-    pub num_symbols: usize,
-    /// The lowest index of the largest weight; it receives the leftover frequency.
-    pub argmax: usize,
-    /// Multiplier from weights to frequencies (step 4 of the module docs).
-    pub scale: f32,
-}
-
 /// Which kind of float rows are being quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -88,29 +77,153 @@ pub enum Input {
     Probs,
 }
 
-/// Reusable scratch for quantizing rows: holds the weights and model of the last prepared row.
-#[derive(Clone, Debug, Default)]
-pub struct Quantizer {
-    weights: Vec<f32>,
-    model: RowModel,
-    /// For rows of at most `SMALL_K` symbols: the cumulative table (`small_cum[K] == TOTAL`),
-    /// built once per row, which makes `locate` and `find` lookups.
-    small: bool,
-    small_cum: [u32; SMALL_K + 1],
+/// Rows of at most this many symbols take [`small_freqs`]: scalar code, unrolled for each `K`,
+/// that builds the whole table (the same operations, so the same results).
+pub(crate) const SMALL_K: usize = 8;
+
+/// Calls `$body` with `$K` a constant equal to `$k` (which must lie in `2..=SMALL_K`).
+macro_rules! with_small_k {
+    ($k:expr, $K:ident => $body:expr) => {
+        match $k {
+            2 => {
+                const $K: usize = 2;
+                $body
+            }
+            3 => {
+                const $K: usize = 3;
+                $body
+            }
+            4 => {
+                const $K: usize = 4;
+                $body
+            }
+            5 => {
+                const $K: usize = 5;
+                $body
+            }
+            6 => {
+                const $K: usize = 6;
+                $body
+            }
+            7 => {
+                const $K: usize = 7;
+                $body
+            }
+            8 => {
+                const $K: usize = 8;
+                $body
+            }
+            _ => unreachable!("small rows have 2..=8 symbols"),
+        }
+    };
+}
+pub(crate) use with_small_k;
+
+fn non_finite_error(input: Input) -> CoreError {
+    CoreError::new(match input {
+        Input::Logits => "logits contain NaN or infinity",
+        Input::Probs => "probabilities contain NaN or infinity",
+    })
 }
 
-/// Rows up to this size take a scalar path that builds the whole table (same results).
-const SMALL_K: usize = 8;
+fn negative_error() -> CoreError {
+    CoreError::new("probabilities must be non-negative")
+}
 
-impl Default for RowModel {
-    /// The model of no row: every quantum is 0 (`scale == 0`).
-    fn default() -> Self {
-        RowModel {
-            num_symbols: 0,
-            argmax: 0,
-            scale: 0.0,
+fn zero_sum_error() -> CoreError {
+    CoreError::new("probabilities must have a positive sum (at least 2^-64)")
+}
+
+/// Step 4.
+#[inline(always)]
+fn scale_of(k: usize, total: f64) -> f32 {
+    ((TOTAL as usize - k) as f64 * SLACK / total) as f32
+}
+
+/// The whole frequency table of a row of `K <= SMALL_K` symbols (steps 1-5 in scalar code).
+/// With at most 8 symbols, lane `i % 8` is lane `i` and holds one weight, so the block sum of
+/// step 3 is the float64 sum of the weights in index order (the unused lanes add `+0.0`).
+#[inline(always)]
+pub(crate) fn small_freqs<const K: usize>(row: &[f32; K], input: Input) -> CoreResult<[u32; K]> {
+    let mut finite = true;
+    let (mut m, mut argmax) = (row[0], 0);
+    for (i, &v) in row.iter().enumerate() {
+        finite &= v.abs() <= f32::MAX;
+        if v > m {
+            m = v;
+            argmax = i;
         }
     }
+    if !finite {
+        return Err(non_finite_error(input));
+    }
+    let mut w = *row;
+    match input {
+        Input::Logits => {
+            for wi in &mut w {
+                *wi = exp_nonpositive(*wi - m);
+            }
+        }
+        Input::Probs => {
+            if row.iter().any(|&p| p < 0.0) {
+                return Err(negative_error());
+            }
+        }
+    }
+    let mut total = 0.0f64;
+    for &wi in &w {
+        total += wi as f64;
+    }
+    if input == Input::Probs && total < MIN_PROB_SUM {
+        return Err(zero_sum_error());
+    }
+    let scale = scale_of(K, total);
+    let mut freqs = [0u32; K];
+    let mut quanta_sum = 0;
+    for (f, &wi) in freqs.iter_mut().zip(&w) {
+        let q = quantum(wi, scale);
+        quanta_sum += q;
+        *f = q + 1;
+    }
+    freqs[argmax] += leftover(K, quanta_sum);
+    Ok(freqs)
+}
+
+/// `(cumulative frequency, frequency)` of `symbol` in a small table.
+#[inline(always)]
+pub(crate) fn small_locate<const K: usize>(freqs: &[u32; K], symbol: usize) -> (u32, u32) {
+    let mut cum = 0;
+    for (i, &f) in freqs.iter().enumerate() {
+        cum += if i < symbol { f } else { 0 };
+    }
+    (cum, freqs[symbol])
+}
+
+/// `(symbol, cumulative frequency, frequency)` of the symbol whose interval holds `slot`.
+#[inline(always)]
+pub(crate) fn small_find<const K: usize>(freqs: &[u32; K], slot: u32) -> (usize, u32, u32) {
+    // The number of interval ends at or below `slot` (the last end, TOTAL, never is).
+    let (mut end, mut below, mut symbol) = (0u32, 0u32, 0usize);
+    for &f in &freqs[..K - 1] {
+        end += f;
+        let passed = end <= slot;
+        symbol += passed as usize;
+        below = if passed { end } else { below };
+    }
+    (symbol, below, freqs[symbol])
+}
+
+/// Reusable scratch for rows of more than [`SMALL_K`] symbols: the weights of the last
+/// prepared row (padded with zeros to whole vectors of 8) and, for [`Quantizer::find`], the
+/// per-lane running sums of their quanta. No allocation after the first row of a size.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Quantizer {
+    weights: Vec<[f32; LANES]>,
+    prefix: Vec<[i32; LANES]>,
+    /// `K`, the maximum and the scale (step 4) of the prepared row.
+    num_symbols: usize,
+    max: f32,
+    scale: f32,
 }
 
 impl Quantizer {
@@ -118,221 +231,161 @@ impl Quantizer {
         Self::default()
     }
 
-    /// Steps 1-4 for one row of logits or probabilities; the weights stay in `self`.
-    /// Inlined everywhere: callers run it inside a [`simd_dispatch`]ed function.
+    /// Steps 1-4 for one row of logits or probabilities (any `K >= 1`; the coder uses it for
+    /// `K > SMALL_K`) in two passes over the row: the maximum, then the weights and their sum.
+    /// The argmax is found later, by [`Quantizer::locate`] and [`Quantizer::find`], only as far
+    /// as they need it.
     #[inline(always)]
-    pub fn prepare(&mut self, row: &[f32], input: Input) -> CoreResult<RowModel> {
+    pub fn prepare<L: Lanes>(&mut self, lanes: L, row: &[f32], input: Input) -> CoreResult<()> {
         let k = row.len();
-        check_num_symbols(k)?;
-        // Until this row is fully prepared, the quantizer holds no row.
-        self.model = RowModel::default();
-        self.small = false;
-        if k <= SMALL_K {
-            return self.prepare_small(row, input);
+        let nv = k.div_ceil(LANES);
+        if self.weights.len() < nv {
+            self.weights.resize(nv, [0.0; LANES]);
+            self.prefix.resize(nv, [0; LANES]);
         }
-        self.prepare_large(row, input)
-    }
-
-    /// `prepare` with the vector kernels (any `K`).
-    #[inline(always)]
-    fn prepare_large(&mut self, row: &[f32], input: Input) -> CoreResult<RowModel> {
-        let k = row.len();
-        self.weights.resize(k, 0.0);
-        let (m, argmax, finite) = kernels::max_finite(row);
-        if !finite {
-            return Err(CoreError::new(match input {
-                Input::Logits => "logits contain NaN or infinity",
-                Input::Probs => "probabilities contain NaN or infinity",
-            }));
+        let (chunks, tail) = row.as_chunks::<LANES>();
+        // The last partial vector, padded with a copy of one of its values (which changes no
+        // maximum or minimum); its padded weights are masked to 0.
+        let mut pad = [0.0; LANES];
+        let pad = if tail.is_empty() {
+            None
+        } else {
+            for (i, p) in pad.iter_mut().enumerate() {
+                *p = tail[i.min(tail.len() - 1)];
+            }
+            Some((&pad, tail.len()))
+        };
+        // Infinities show in the max or min, NaNs in the sum.
+        let (m, lo) = kernels::max_min(lanes, chunks, pad);
+        if !(m.abs() <= f32::MAX && lo.abs() <= f32::MAX) {
+            return Err(non_finite_error(input));
         }
+        let weights = &mut self.weights[..nv];
         let total = match input {
-            Input::Logits => kernels::exp_weights(row, m, &mut self.weights),
+            Input::Logits => kernels::weights::<L, true>(lanes, chunks, pad, m, weights),
             Input::Probs => {
-                if row.iter().any(|&p| p < 0.0) {
-                    return Err(CoreError::new("probabilities must be non-negative"));
+                if row.iter().any(|p| p.is_nan()) {
+                    return Err(non_finite_error(input));
                 }
-                self.weights.copy_from_slice(row);
-                let total = kernels::block_sum(&self.weights);
-                if total < MIN_PROB_SUM {
-                    return Err(CoreError::new(
-                        "probabilities must have a positive sum (at least 2^-64)",
-                    ));
+                if lo < 0.0 {
+                    return Err(negative_error());
                 }
-                total
+                kernels::weights::<L, false>(lanes, chunks, pad, m, weights)
             }
         };
-        let scale = ((TOTAL as usize - k) as f64 * SLACK / total) as f32;
-        self.model = RowModel {
-            num_symbols: k,
-            argmax,
-            scale,
-        };
-        Ok(self.model)
-    }
-
-    /// `prepare` for `K <= SMALL_K`: the same operations in the same order (one block; lane
-    /// `i % 8` sums; a strict `>` scan finds the first maximum), written as plain scalar loops
-    /// because the vector loops' set-up costs more than their work at this size.
-    #[inline(always)]
-    fn prepare_small(&mut self, row: &[f32], input: Input) -> CoreResult<RowModel> {
-        let k = row.len();
-        let mut finite = true;
-        let (mut m, mut argmax) = (row[0], 0);
-        for (i, &v) in row.iter().enumerate() {
-            finite &= v.abs() <= f32::MAX;
-            if v > m {
-                m = v;
-                argmax = i;
-            }
-        }
-        if !finite {
-            return Err(CoreError::new(match input {
-                Input::Logits => "logits contain NaN or infinity",
-                Input::Probs => "probabilities contain NaN or infinity",
-            }));
-        }
-        let mut w = [0.0f32; SMALL_K];
-        match input {
-            Input::Logits => {
-                for (wi, &l) in w.iter_mut().zip(row) {
-                    *wi = kernels::exp_nonpositive(l - m);
-                }
-            }
-            Input::Probs => {
-                if row.iter().any(|&p| p < 0.0) {
-                    return Err(CoreError::new("probabilities must be non-negative"));
-                }
-                w[..k].copy_from_slice(row);
-            }
-        }
-        let mut acc = [0.0f32; LANES];
-        for (i, &wi) in w[..k].iter().enumerate() {
-            acc[i % LANES] += wi;
-        }
-        let mut total = 0.0f64;
-        for a in acc {
-            total += a as f64;
+        if total.is_nan() {
+            return Err(non_finite_error(input));
         }
         if input == Input::Probs && total < MIN_PROB_SUM {
-            return Err(CoreError::new(
-                "probabilities must have a positive sum (at least 2^-64)",
-            ));
+            return Err(zero_sum_error());
         }
-        let scale = ((TOTAL as usize - k) as f64 * SLACK / total) as f32;
-        let model = RowModel {
-            num_symbols: k,
-            argmax,
-            scale,
+        self.num_symbols = k;
+        self.max = m;
+        self.scale = scale_of(k, total);
+        Ok(())
+    }
+
+    /// `(cumulative frequency, frequency)` of `symbol` (< K) in the prepared `row`: one pass
+    /// over the quanta up to the symbol, and over the rest only when the leftover lands at or
+    /// before it (at the argmax).
+    #[inline(always)]
+    pub fn locate<L: Lanes>(&self, lanes: L, row: &[f32], symbol: usize) -> (u32, u32) {
+        let k = self.num_symbols;
+        let w = &self.weights[..k.div_ceil(LANES)];
+        let scale = lanes.splat(self.scale);
+        let (js, ls) = (symbol / LANES, symbol % LANES);
+        let mut acc = lanes.isplat(0);
+        for c in &w[..js] {
+            acc = lanes.iadd(acc, kernels::quanta(lanes, c, scale));
+        }
+        let own_vector = kernels::quanta(lanes, &w[js], scale);
+        let own = lanes.to_iarray(own_vector)[ls] as u32;
+        let below =
+            lanes.ihsum(lanes.iadd(acc, lanes.iand(own_vector, lanes.lanes_below(ls as i32))));
+        let cum = below + symbol as u32;
+        let Some(argmax) = kernels::first_equal(lanes, &row[..=symbol], self.max) else {
+            return (cum, own + 1);
         };
-        let mut freqs = [0u32; SMALL_K];
-        let mut quanta_sum = 0;
-        for (f, &wi) in freqs.iter_mut().zip(&w[..k]) {
-            let q = quantum(wi, scale);
-            quanta_sum += q;
-            *f = q + 1;
+        acc = lanes.iadd(acc, own_vector);
+        for c in &w[js + 1..] {
+            acc = lanes.iadd(acc, kernels::quanta(lanes, c, scale));
         }
-        freqs[argmax] += leftover(&model, quanta_sum);
-        let mut cum = 0;
-        for (c, &f) in self.small_cum.iter_mut().zip(&freqs[..k]) {
-            *c = cum;
-            cum += f;
+        let leftover = leftover(k, lanes.ihsum(acc));
+        if argmax == symbol {
+            (cum, own + 1 + leftover)
+        } else {
+            (cum + leftover, own + 1)
         }
-        self.small_cum[k] = cum;
-        self.weights.clear();
-        self.weights.extend_from_slice(&w[..k]);
-        self.small = true;
-        self.model = model;
-        Ok(model)
     }
 
-    /// The model of the last successfully prepared row.
-    pub fn model(&self) -> RowModel {
-        self.model
-    }
-
-    /// `(cumulative frequency, frequency)` of `symbol` (< K) in the prepared row (panics if
-    /// `symbol >= K`).
+    /// The symbol whose interval `[cum, cum + freq)` holds `slot` (< TOTAL) in the prepared
+    /// `row`, with `cum`, `freq`: one pass that keeps the per-lane running sums of the quanta, a
+    /// binary search over the vectors, then the 8 symbols of the vector found.
     #[inline(always)]
-    pub fn locate(&self, symbol: usize) -> (u32, u32) {
-        if self.small {
-            let cum = self.small_cum[symbol];
-            return (cum, self.small_cum[symbol + 1] - cum);
+    pub fn find<L: Lanes>(&mut self, lanes: L, row: &[f32], slot: u32) -> (usize, u32, u32) {
+        let k = self.num_symbols;
+        let nv = k.div_ceil(LANES);
+        let (w, prefix) = (&self.weights[..nv], &mut self.prefix[..nv]);
+        let scale = lanes.splat(self.scale);
+        let mut acc = lanes.isplat(0);
+        for (c, p) in w.iter().zip(prefix.iter_mut()) {
+            lanes.istore(acc, p);
+            acc = lanes.iadd(acc, kernels::quanta(lanes, c, scale));
         }
-        let model = &self.model;
-        let w = &self.weights[..model.num_symbols];
-        let below = kernels::sum_quanta(&w[..symbol], model.scale);
-        let own = quantum(w[symbol], model.scale);
-        let above = kernels::sum_quanta(&w[symbol + 1..], model.scale);
-        let leftover = leftover(model, below + own + above);
-        let mut cum = below + symbol as u32;
-        let mut freq = own + 1;
-        if model.argmax < symbol {
-            cum += leftover;
-        } else if model.argmax == symbol {
-            freq += leftover;
-        }
-        (cum, freq)
-    }
-
-    /// The symbol whose interval `[cum, cum + freq)` holds `slot` (< TOTAL), with `cum`, `freq`.
-    #[inline(always)]
-    pub fn find(&self, slot: u32) -> (usize, u32, u32) {
-        if self.small {
-            let k = self.model.num_symbols;
-            let s = self.small_cum[1..k]
-                .iter()
-                .take_while(|&&c| c <= slot)
-                .count();
-            let cum = self.small_cum[s];
-            return (s, cum, self.small_cum[s + 1] - cum);
-        }
-        let model = &self.model;
-        let w = &self.weights[..model.num_symbols];
-        let leftover = leftover(model, kernels::sum_quanta(w, model.scale));
-        let freq_of = |i: usize| {
-            quantum(w[i], model.scale) + 1 + if i == model.argmax { leftover } else { 0 }
+        let leftover = leftover(k, lanes.ihsum(acc));
+        // The maximum is one of the values.
+        let argmax = kernels::first_equal(lanes, row, self.max).unwrap_or(0);
+        let argmax_vector = argmax / LANES;
+        // Cumulative frequency of the first symbol of vector j.
+        let start_of = |j: usize| {
+            lanes.ihsum(lanes.iload(&prefix[j]))
+                + (j * LANES) as u32
+                + if j > argmax_vector { leftover } else { 0 }
         };
-        // Whole chunks first (vectorized sums), then the symbols of the chunk that holds `slot`.
-        let mut cum = 0u32;
-        let mut start = 0usize;
-        for chunk in w.chunks(FIND_CHUNK) {
-            let end = start + chunk.len();
-            let mut chunk_total = kernels::sum_quanta(chunk, model.scale) + chunk.len() as u32;
-            if (start..end).contains(&model.argmax) {
-                chunk_total += leftover;
+        // The last vector that starts at or below `slot` (vector 0 starts at 0).
+        let (mut lo, mut hi) = (0usize, nv);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if start_of(mid) <= slot {
+                lo = mid;
+            } else {
+                hi = mid;
             }
-            if slot - cum < chunk_total {
-                break;
-            }
-            cum += chunk_total;
-            start = end;
         }
-        let mut symbol = start;
-        loop {
-            let freq = freq_of(symbol);
-            // The frequencies sum to TOTAL > slot, so the last symbol always matches.
-            if slot - cum < freq || symbol + 1 == model.num_symbols {
-                return (symbol, cum, freq);
-            }
-            cum += freq;
-            symbol += 1;
+        let start = start_of(lo);
+        let rel = slot - start;
+        let mut freqs = lanes.to_iarray(kernels::quanta(lanes, &w[lo], scale));
+        for (i, f) in freqs.iter_mut().enumerate() {
+            *f += 1 + if lo * LANES + i == argmax {
+                leftover as i32
+            } else {
+                0
+            };
         }
+        // Symbols of this vector whose interval ends at or below `slot`; the frequencies sum to
+        // TOTAL > slot, so the count stays below the number of real symbols in the vector.
+        let (mut end, mut below, mut count) = (0u32, 0u32, 0usize);
+        for &f in &freqs[..LANES - 1] {
+            end += f as u32;
+            let passed = end <= rel;
+            count += passed as usize;
+            below = if passed { end } else { below };
+        }
+        (lo * LANES + count, start + below, freqs[count] as u32)
     }
 
-    /// The full frequency table of the prepared row, written to `out` (length K).
-    #[inline(always)]
-    pub fn table(&self, out: &mut [u32]) {
-        let model = &self.model;
-        let w = &self.weights[..model.num_symbols];
-        for (f, &wi) in out.iter_mut().zip(w) {
-            *f = quantum(wi, model.scale) + 1;
+    /// The full frequency table of the prepared `row`, written to `out` (length K).
+    pub fn table<L: Lanes>(&self, lanes: L, row: &[f32], out: &mut [u32]) {
+        let w = self.weights.as_flattened();
+        for (f, &wi) in out.iter_mut().zip(&w[..self.num_symbols]) {
+            *f = quantum(wi, self.scale) + 1;
         }
         let sum: u32 = out.iter().sum();
-        out[model.argmax] += TOTAL - sum;
+        let argmax = kernels::first_equal(lanes, row, self.max).unwrap_or(0);
+        out[argmax] += TOTAL - sum;
     }
 }
 
-const FIND_CHUNK: usize = 64;
 const MIN_PROB_SUM: f64 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64
 
 #[inline(always)]
@@ -341,14 +394,30 @@ fn quantum(w: f32, scale: f32) -> u32 {
     debug_assert!((0.0..=(TOTAL as f32) * 1.001).contains(&y));
     // SAFETY: 0 <= w <= S and scale <= (TOTAL - K) / S * (1 + 2^-20) (module docs, step 4), so
     // y is finite and in [0, 2^24 + 16]: it fits an i32, where truncation is the floor. The
-    // unchecked conversion is one vector instruction; `as` would add saturation fix-ups.
+    // unchecked conversion is one instruction, the same as the vector kernels' `cvttps2dq`.
     unsafe { y.to_int_unchecked::<i32>() as u32 }
 }
 
 #[inline(always)]
-fn leftover(model: &RowModel, quanta_sum: u32) -> u32 {
+fn leftover(num_symbols: usize, quanta_sum: u32) -> u32 {
     // Never negative by the error bound of the module docs; saturate rather than wrap anyway.
-    (TOTAL - model.num_symbols as u32).saturating_sub(quanta_sum)
+    (TOTAL - num_symbols as u32).saturating_sub(quanta_sum)
+}
+
+/// Step 2 of the module docs for one value `x = l - m <= 0` (the scalar form of
+/// [`kernels::exp_nonpositive`]: the same operations).
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    let t = x * LOG2_E;
+    let t = if t < EXP2_FLOOR { EXP2_FLOOR } else { t };
+    let r = t + ROUND_MAGIC;
+    let n = r - ROUND_MAGIC;
+    let g = t - n;
+    let p = ((C3 * g + C2) * g + C1) * g + 1.0;
+    // r's low mantissa bits hold n + 2^22 with n in [-100, 0]: the biased exponent n + 127
+    // is exact, and shifted into place it is 2^n.
+    let biased = r.to_bits() as i32 - (ROUND_MAGIC.to_bits() as i32 - 127);
+    p * f32::from_bits((biased as u32) << 23)
 }
 
 fn check_num_symbols(k: usize) -> CoreResult<()> {
@@ -367,13 +436,17 @@ fn check_num_symbols(k: usize) -> CoreResult<()> {
 
 simd_dispatch! {
     /// Frequency tables of `rows` (row-major, `num_symbols` per row) as one flat vector.
-    pub fn quantize(rows: &[f32], num_symbols: usize, input: Input) -> CoreResult<Vec<u32>> {
-        quantize_rows(rows, num_symbols, input)
-    }
+    pub fn quantize(rows: &[f32], num_symbols: usize, input: Input) -> CoreResult<Vec<u32>>
+        => quantize_rows
 }
 
 #[inline(always)]
-fn quantize_rows(rows: &[f32], num_symbols: usize, input: Input) -> CoreResult<Vec<u32>> {
+pub(crate) fn quantize_rows<L: Lanes>(
+    lanes: L,
+    rows: &[f32],
+    num_symbols: usize,
+    input: Input,
+) -> CoreResult<Vec<u32>> {
     check_num_symbols(num_symbols)?;
     if !rows.len().is_multiple_of(num_symbols) {
         return Err(CoreError::new(format!(
@@ -381,14 +454,24 @@ fn quantize_rows(rows: &[f32], num_symbols: usize, input: Input) -> CoreResult<V
             rows.len()
         )));
     }
-    let mut quantizer = Quantizer::new();
     let mut out = vec![0u32; rows.len()];
+    if num_symbols <= SMALL_K {
+        with_small_k!(num_symbols, K => {
+            let (rows, _) = rows.as_chunks::<K>();
+            let (tables, _) = out.as_chunks_mut::<K>();
+            for (row, table) in rows.iter().zip(tables) {
+                *table = small_freqs(row, input)?;
+            }
+        });
+        return Ok(out);
+    }
+    let mut quantizer = Quantizer::new();
     for (row, table) in rows
         .chunks_exact(num_symbols)
         .zip(out.chunks_exact_mut(num_symbols))
     {
-        quantizer.prepare(row, input)?;
-        quantizer.table(table);
+        quantizer.prepare(lanes, row, input)?;
+        quantizer.table(lanes, row, table);
     }
     Ok(out)
 }
@@ -442,124 +525,505 @@ pub fn ideal_bits(
     Ok(bits)
 }
 
-/// Defines a function whose body is compiled twice on x86-64, for the baseline target and for
-/// AVX2, and picks the AVX2 copy at run time when the CPU has it. The hot loops are inlined into
-/// both copies; they perform the same IEEE operations in the same order, so both copies give
-/// bit-identical results (Rust never fuses multiply-adds on its own).
+/// Defines a function whose body, a generic function of a [`Lanes`] implementation, is compiled
+/// twice on x86-64: with [`Portable`] lanes for the baseline target and with [`Avx2`] lanes
+/// inside an AVX2 function, picked at run time when the CPU has AVX2. Both lane types perform
+/// the same IEEE operations in the same order, so both copies give bit-identical results (Rust
+/// never fuses multiply-adds on its own).
 macro_rules! simd_dispatch {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty
+        => $imp:path) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            fn inner($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    inner($($arg),*)
+                #[allow(clippy::too_many_arguments)]
+                fn avx2(lanes: $crate::quantize::Avx2, $($arg: $ty),*) -> $ret {
+                    $imp(lanes, $($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    return unsafe { avx2($($arg),*) };
+                if let Some(lanes) = $crate::quantize::Avx2::detect() {
+                    // SAFETY: `detect` found AVX2 on this CPU.
+                    return unsafe { avx2(lanes, $($arg),*) };
                 }
             }
-            inner($($arg),*)
+            $imp($crate::quantize::Portable, $($arg),*)
         }
     };
 }
 pub(crate) use simd_dispatch;
 
-/// The hot loops, written so that they vectorize; always inlined into a [`simd_dispatch`]ed
+#[cfg(target_arch = "x86_64")]
+pub(crate) use lanes::Avx2;
+pub(crate) use lanes::{Lanes, Portable};
+
+/// Eight float32 (and int32) lanes, as plain arrays ([`Portable`]) or AVX2 registers
+/// ([`Avx2`]). Every float operation is one IEEE operation per lane, so both give the same bits.
+mod lanes {
+    /// Lane-wise operations on 8 lanes. A value of the implementing type is a token: holding
+    /// one means the operations are supported by the CPU.
+    pub(crate) trait Lanes: Copy {
+        type F: Copy;
+        type I: Copy;
+        fn load(self, x: &[f32; 8]) -> Self::F;
+        fn store(self, v: Self::F, out: &mut [f32; 8]);
+        fn splat(self, x: f32) -> Self::F;
+        fn add(self, a: Self::F, b: Self::F) -> Self::F;
+        fn sub(self, a: Self::F, b: Self::F) -> Self::F;
+        fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+        /// `if t < floor { floor } else { t }`: a NaN `t` stays NaN.
+        fn floor_at(self, t: Self::F, floor: Self::F) -> Self::F;
+        /// `if a > b { a } else { b }` (a NaN `a` gives `b`).
+        fn fmax(self, a: Self::F, b: Self::F) -> Self::F;
+        /// `if a < b { a } else { b }` (a NaN `a` gives `b`).
+        fn fmin(self, a: Self::F, b: Self::F) -> Self::F;
+        /// Bit `i` set iff `a[i] == b[i]`.
+        fn eq_bits(self, a: Self::F, b: Self::F) -> u32;
+        fn to_bits(self, a: Self::F) -> Self::I;
+        fn bits_to_f(self, a: Self::I) -> Self::F;
+        /// Truncation toward zero of values that fit an i32.
+        fn trunc(self, a: Self::F) -> Self::I;
+        fn to_farray(self, a: Self::F) -> [f32; 8];
+        /// The largest and the smallest lane (NaN-free lanes; any order of comparisons).
+        fn hmax(self, a: Self::F) -> f32;
+        fn hmin(self, a: Self::F) -> f32;
+        fn iload(self, x: &[i32; 8]) -> Self::I;
+        fn istore(self, v: Self::I, out: &mut [i32; 8]);
+        fn isplat(self, x: i32) -> Self::I;
+        fn iadd(self, a: Self::I, b: Self::I) -> Self::I;
+        fn isub(self, a: Self::I, b: Self::I) -> Self::I;
+        fn iand(self, a: Self::I, b: Self::I) -> Self::I;
+        fn shl23(self, a: Self::I) -> Self::I;
+        /// All ones in lanes `i < n`, zeros elsewhere.
+        fn lanes_below(self, n: i32) -> Self::I;
+        fn to_iarray(self, a: Self::I) -> [i32; 8];
+        /// The wrapping sum of the lanes as u32.
+        fn ihsum(self, a: Self::I) -> u32;
+        #[inline(always)]
+        fn fand(self, a: Self::F, mask: Self::I) -> Self::F {
+            self.bits_to_f(self.iand(self.to_bits(a), mask))
+        }
+    }
+
+    /// Scalar code over arrays (the compiler may still use SSE2 for it).
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Portable;
+
+    #[inline(always)]
+    fn map<T: Copy, U: Copy + Default>(a: [T; 8], f: impl Fn(T) -> U) -> [U; 8] {
+        let mut out = [U::default(); 8];
+        for (o, x) in out.iter_mut().zip(a) {
+            *o = f(x);
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn zip<T: Copy, U: Copy + Default>(a: [T; 8], b: [T; 8], f: impl Fn(T, T) -> U) -> [U; 8] {
+        let mut out = [U::default(); 8];
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+        out
+    }
+
+    impl Lanes for Portable {
+        type F = [f32; 8];
+        type I = [i32; 8];
+        #[inline(always)]
+        fn load(self, x: &[f32; 8]) -> [f32; 8] {
+            *x
+        }
+        #[inline(always)]
+        fn store(self, v: [f32; 8], out: &mut [f32; 8]) {
+            *out = v;
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> [f32; 8] {
+            [x; 8]
+        }
+        #[inline(always)]
+        fn add(self, a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            zip(a, b, |x, y| x + y)
+        }
+        #[inline(always)]
+        fn sub(self, a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            zip(a, b, |x, y| x - y)
+        }
+        #[inline(always)]
+        fn mul(self, a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            zip(a, b, |x, y| x * y)
+        }
+        #[inline(always)]
+        fn floor_at(self, t: [f32; 8], floor: [f32; 8]) -> [f32; 8] {
+            zip(t, floor, |t, f| if t < f { f } else { t })
+        }
+        #[inline(always)]
+        fn fmax(self, a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            zip(a, b, |x, y| if x > y { x } else { y })
+        }
+        #[inline(always)]
+        fn fmin(self, a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            zip(a, b, |x, y| if x < y { x } else { y })
+        }
+        #[inline(always)]
+        fn eq_bits(self, a: [f32; 8], b: [f32; 8]) -> u32 {
+            let mut bits = 0;
+            for (i, (x, y)) in a.into_iter().zip(b).enumerate() {
+                bits |= ((x == y) as u32) << i;
+            }
+            bits
+        }
+        #[inline(always)]
+        fn to_bits(self, a: [f32; 8]) -> [i32; 8] {
+            map(a, |x| x.to_bits() as i32)
+        }
+        #[inline(always)]
+        fn bits_to_f(self, a: [i32; 8]) -> [f32; 8] {
+            map(a, |x| f32::from_bits(x as u32))
+        }
+        #[inline(always)]
+        fn trunc(self, a: [f32; 8]) -> [i32; 8] {
+            // SAFETY: callers pass values in [0, 2^25) (see `quantum`).
+            map(a, |x| unsafe { x.to_int_unchecked::<i32>() })
+        }
+        #[inline(always)]
+        fn to_farray(self, a: [f32; 8]) -> [f32; 8] {
+            a
+        }
+        #[inline(always)]
+        fn hmax(self, a: [f32; 8]) -> f32 {
+            a.into_iter().fold(f32::NEG_INFINITY, f32::max)
+        }
+        #[inline(always)]
+        fn hmin(self, a: [f32; 8]) -> f32 {
+            a.into_iter().fold(f32::INFINITY, f32::min)
+        }
+        #[inline(always)]
+        fn iload(self, x: &[i32; 8]) -> [i32; 8] {
+            *x
+        }
+        #[inline(always)]
+        fn istore(self, v: [i32; 8], out: &mut [i32; 8]) {
+            *out = v;
+        }
+        #[inline(always)]
+        fn isplat(self, x: i32) -> [i32; 8] {
+            [x; 8]
+        }
+        #[inline(always)]
+        fn iadd(self, a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+            zip(a, b, i32::wrapping_add)
+        }
+        #[inline(always)]
+        fn isub(self, a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+            zip(a, b, i32::wrapping_sub)
+        }
+        #[inline(always)]
+        fn iand(self, a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+            zip(a, b, |x, y| x & y)
+        }
+        #[inline(always)]
+        fn shl23(self, a: [i32; 8]) -> [i32; 8] {
+            map(a, |x| x << 23)
+        }
+        #[inline(always)]
+        fn lanes_below(self, n: i32) -> [i32; 8] {
+            let mut out = [0; 8];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = -(((i as i32) < n) as i32);
+            }
+            out
+        }
+        #[inline(always)]
+        fn to_iarray(self, a: [i32; 8]) -> [i32; 8] {
+            a
+        }
+        #[inline(always)]
+        fn ihsum(self, a: [i32; 8]) -> u32 {
+            a.iter().fold(0u32, |s, &x| s.wrapping_add(x as u32))
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) use avx2::Avx2;
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::Lanes;
+        use std::arch::x86_64::*;
+
+        /// AVX2 registers; only [`Avx2::detect`] makes one, on a CPU that has AVX2.
+        #[derive(Clone, Copy, Debug)]
+        pub(crate) struct Avx2(());
+
+        impl Avx2 {
+            pub(crate) fn detect() -> Option<Self> {
+                std::arch::is_x86_feature_detected!("avx2").then_some(Avx2(()))
+            }
+        }
+
+        // SAFETY (every `unsafe` below): an `Avx2` value exists only when the CPU has AVX2, and
+        // the loads and stores go through references to 8 elements.
+        impl Lanes for Avx2 {
+            type F = __m256;
+            type I = __m256i;
+            #[inline(always)]
+            fn load(self, x: &[f32; 8]) -> __m256 {
+                unsafe { _mm256_loadu_ps(x.as_ptr()) }
+            }
+            #[inline(always)]
+            fn store(self, v: __m256, out: &mut [f32; 8]) {
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+            }
+            #[inline(always)]
+            fn splat(self, x: f32) -> __m256 {
+                unsafe { _mm256_set1_ps(x) }
+            }
+            #[inline(always)]
+            fn add(self, a: __m256, b: __m256) -> __m256 {
+                unsafe { _mm256_add_ps(a, b) }
+            }
+            #[inline(always)]
+            fn sub(self, a: __m256, b: __m256) -> __m256 {
+                unsafe { _mm256_sub_ps(a, b) }
+            }
+            #[inline(always)]
+            fn mul(self, a: __m256, b: __m256) -> __m256 {
+                unsafe { _mm256_mul_ps(a, b) }
+            }
+            #[inline(always)]
+            fn floor_at(self, t: __m256, floor: __m256) -> __m256 {
+                // maxps(floor, t) is `floor > t ? floor : t`, and `t` when `t` is NaN.
+                unsafe { _mm256_max_ps(floor, t) }
+            }
+            #[inline(always)]
+            fn fmax(self, a: __m256, b: __m256) -> __m256 {
+                // maxps(a, b) is `a > b ? a : b`.
+                unsafe { _mm256_max_ps(a, b) }
+            }
+            #[inline(always)]
+            fn fmin(self, a: __m256, b: __m256) -> __m256 {
+                // minps(a, b) is `a < b ? a : b`.
+                unsafe { _mm256_min_ps(a, b) }
+            }
+            #[inline(always)]
+            fn eq_bits(self, a: __m256, b: __m256) -> u32 {
+                unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, b)) as u32 }
+            }
+            #[inline(always)]
+            fn to_bits(self, a: __m256) -> __m256i {
+                unsafe { _mm256_castps_si256(a) }
+            }
+            #[inline(always)]
+            fn bits_to_f(self, a: __m256i) -> __m256 {
+                unsafe { _mm256_castsi256_ps(a) }
+            }
+            #[inline(always)]
+            fn trunc(self, a: __m256) -> __m256i {
+                unsafe { _mm256_cvttps_epi32(a) }
+            }
+            #[inline(always)]
+            fn to_farray(self, a: __m256) -> [f32; 8] {
+                let mut out = [0.0; 8];
+                self.store(a, &mut out);
+                out
+            }
+            #[inline(always)]
+            fn hmax(self, a: __m256) -> f32 {
+                unsafe {
+                    let m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+                }
+            }
+            #[inline(always)]
+            fn hmin(self, a: __m256) -> f32 {
+                unsafe {
+                    let m = _mm_min_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                    let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+                    _mm_cvtss_f32(_mm_min_ss(m, _mm_movehdup_ps(m)))
+                }
+            }
+            #[inline(always)]
+            fn iload(self, x: &[i32; 8]) -> __m256i {
+                unsafe { _mm256_loadu_si256(x.as_ptr().cast()) }
+            }
+            #[inline(always)]
+            fn istore(self, v: __m256i, out: &mut [i32; 8]) {
+                unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) }
+            }
+            #[inline(always)]
+            fn isplat(self, x: i32) -> __m256i {
+                unsafe { _mm256_set1_epi32(x) }
+            }
+            #[inline(always)]
+            fn iadd(self, a: __m256i, b: __m256i) -> __m256i {
+                unsafe { _mm256_add_epi32(a, b) }
+            }
+            #[inline(always)]
+            fn isub(self, a: __m256i, b: __m256i) -> __m256i {
+                unsafe { _mm256_sub_epi32(a, b) }
+            }
+            #[inline(always)]
+            fn iand(self, a: __m256i, b: __m256i) -> __m256i {
+                unsafe { _mm256_and_si256(a, b) }
+            }
+            #[inline(always)]
+            fn shl23(self, a: __m256i) -> __m256i {
+                unsafe { _mm256_slli_epi32::<23>(a) }
+            }
+            #[inline(always)]
+            fn lanes_below(self, n: i32) -> __m256i {
+                unsafe {
+                    _mm256_cmpgt_epi32(
+                        _mm256_set1_epi32(n),
+                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                    )
+                }
+            }
+            #[inline(always)]
+            fn to_iarray(self, a: __m256i) -> [i32; 8] {
+                let mut out = [0; 8];
+                self.istore(a, &mut out);
+                out
+            }
+            #[inline(always)]
+            fn ihsum(self, a: __m256i) -> u32 {
+                unsafe {
+                    let s =
+                        _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                    _mm_cvtsi128_si32(s) as u32
+                }
+            }
+        }
+    }
+}
+
+/// The passes over a row, generic over the lanes; always inlined into a [`simd_dispatch`]ed
 /// caller.
 mod kernels {
     use super::*;
 
-    /// Maps float bits to integers with the same order (for non-NaN values; -0 sorts below +0).
+    /// `(max, min)` of the full vectors and the padded last one, ignoring NaNs (a row of NaNs
+    /// gives `(-inf, inf)`). The sign of a zero maximum may differ from the first maximum's, which
+    /// changes no weight (`l - (-0.0) == l - 0.0` for every non-zero `l`, and both exponentials
+    /// of a zero difference are exactly 1) and no argmax (found by `==`).
     #[inline(always)]
-    fn order_key(v: f32) -> i32 {
-        let b = v.to_bits() as i32;
-        b ^ ((b >> 31) & 0x7fff_ffff)
+    pub fn max_min<L: Lanes>(
+        lanes: L,
+        chunks: &[[f32; LANES]],
+        pad: Option<(&[f32; LANES], usize)>,
+    ) -> (f32, f32) {
+        let (mut hi, mut lo) = (lanes.splat(f32::NEG_INFINITY), lanes.splat(f32::INFINITY));
+        for c in chunks.iter().chain(pad.map(|(p, _)| p)) {
+            let x = lanes.load(c);
+            hi = lanes.fmax(x, hi);
+            lo = lanes.fmin(x, lo);
+        }
+        (lanes.hmax(hi), lanes.hmin(lo))
     }
 
-    /// `(max, lowest index i with x[i] == max, all finite)`; max and index are meaningful only
-    /// when all values are finite. Integer min/max of order keys: exact, order-free, and
-    /// vectorizable (NaN and infinities have keys outside those of the finite floats).
+    /// The lowest index of a value of `x` equal to `m` (by `==`), if any; 32 values a step.
     #[inline(always)]
-    pub fn max_finite(x: &[f32]) -> (f32, usize, bool) {
-        let (mut lo, mut hi) = (i32::MAX, i32::MIN);
-        for &v in x {
-            let key = order_key(v);
-            lo = lo.min(key);
-            hi = hi.max(key);
+    pub fn first_equal<L: Lanes>(lanes: L, x: &[f32], m: f32) -> Option<usize> {
+        let mv = lanes.splat(m);
+        let (chunks, tail) = x.as_chunks::<LANES>();
+        let (quads, rest) = chunks.as_chunks::<4>();
+        for (q, quad) in quads.iter().enumerate() {
+            let eq = quad.map(|c| lanes.eq_bits(lanes.load(&c), mv));
+            if eq[0] | eq[1] | eq[2] | eq[3] != 0 {
+                let bits = eq[0] | eq[1] << 8 | eq[2] << 16 | eq[3] << 24;
+                return Some(q * 4 * LANES + bits.trailing_zeros() as usize);
+            }
         }
-        let finite = lo >= order_key(-f32::MAX) && hi <= order_key(f32::MAX);
-        // The key map is an involution on the bits.
-        let m = f32::from_bits(order_key(f32::from_bits(hi as u32)) as u32);
-        // First index holding the max, as a vectorizable min-reduction over indices.
-        let mut argmax = u32::MAX;
-        for (i, &v) in x.iter().enumerate() {
-            argmax = argmax.min(if v == m { i as u32 } else { u32::MAX });
+        let base = quads.len() * 4 * LANES;
+        for (j, c) in rest.iter().enumerate() {
+            let eq = lanes.eq_bits(lanes.load(c), mv);
+            if eq != 0 {
+                return Some(base + j * LANES + eq.trailing_zeros() as usize);
+            }
         }
-        let argmax = if argmax == u32::MAX {
-            0
-        } else {
-            argmax as usize
+        let base = chunks.len() * LANES;
+        tail.iter().position(|&v| v == m).map(|i| base + i)
+    }
+
+    /// Step 2 of the module docs on 8 lanes of `x = l - m <= 0` (see [`exp_nonpositive`]).
+    #[inline(always)]
+    pub fn exp_nonpositive<L: Lanes>(lanes: L, x: L::F) -> L::F {
+        let s = |v| lanes.splat(v);
+        let t = lanes.floor_at(lanes.mul(x, s(LOG2_E)), s(EXP2_FLOOR));
+        let r = lanes.add(t, s(ROUND_MAGIC));
+        let n = lanes.sub(r, s(ROUND_MAGIC));
+        let g = lanes.sub(t, n);
+        let p = lanes.add(lanes.mul(s(C3), g), s(C2));
+        let p = lanes.add(lanes.mul(p, g), s(C1));
+        let p = lanes.add(lanes.mul(p, g), s(1.0));
+        let biased = lanes.isub(
+            lanes.to_bits(r),
+            lanes.isplat(ROUND_MAGIC.to_bits() as i32 - 127),
+        );
+        lanes.mul(p, lanes.bits_to_f(lanes.shl23(biased)))
+    }
+
+    /// Steps 2 and 3 in one pass: writes the weights (`exp(l - m)` for logits, the values for
+    /// probabilities; 0 in the padding) and returns their block sum, which is NaN if a value
+    /// is NaN (the floor of step 2 keeps NaN). Each block of 256 is 32 vectors whose lane `j`
+    /// is lane `i % 8`.
+    #[inline(always)]
+    pub fn weights<L: Lanes, const LOGITS: bool>(
+        lanes: L,
+        chunks: &[[f32; LANES]],
+        pad: Option<(&[f32; LANES], usize)>,
+        m: f32,
+        out: &mut [[f32; LANES]],
+    ) -> f64 {
+        const BLOCK_VECTORS: usize = BLOCK / LANES;
+        let mv = lanes.splat(m);
+        let weight = |x: L::F| {
+            if LOGITS {
+                exp_nonpositive(lanes, lanes.sub(x, mv))
+            } else {
+                x
+            }
         };
-        (m, argmax, finite)
-    }
-
-    /// Step 2 of the module docs for one value `x = l - m <= 0`.
-    #[inline(always)]
-    pub fn exp_nonpositive(x: f32) -> f32 {
-        let t = x * LOG2_E;
-        let t = if t < EXP2_FLOOR { EXP2_FLOOR } else { t };
-        let r = t + ROUND_MAGIC;
-        let n = r - ROUND_MAGIC;
-        let g = t - n;
-        let p = ((C3 * g + C2) * g + C1) * g + 1.0;
-        // r's low mantissa bits hold n + 2^22 with n in [-100, 0]: the biased exponent n + 127
-        // is exact, and shifted into place it is 2^n.
-        let biased = r.to_bits() as i32 - (ROUND_MAGIC.to_bits() as i32 - 127);
-        p * f32::from_bits((biased as u32) << 23)
-    }
-
-    /// Step 2 for a whole row, then the sum of step 3.
-    #[inline(always)]
-    pub fn exp_weights(logits: &[f32], m: f32, out: &mut [f32]) -> f64 {
-        for (o, &l) in out.iter_mut().zip(logits) {
-            *o = exp_nonpositive(l - m);
-        }
-        block_sum(out)
-    }
-
-    /// Step 3: blocks of 256, lanes `i % 8` summed in float32, lanes then blocks in float64.
-    #[inline(always)]
-    pub fn block_sum(w: &[f32]) -> f64 {
+        let nfull = chunks.len();
         let mut total = 0.0f64;
-        for block in w.chunks(BLOCK) {
-            let mut acc = [0.0f32; LANES];
-            let mut chunks = block.chunks_exact(LANES);
-            for c in &mut chunks {
-                for j in 0..LANES {
-                    acc[j] += c[j];
-                }
+        let mut start = 0;
+        while start < out.len() {
+            let end = (start + BLOCK_VECTORS).min(out.len());
+            let full_end = end.min(nfull);
+            let mut acc = lanes.splat(0.0);
+            for (c, o) in chunks[start..full_end]
+                .iter()
+                .zip(&mut out[start..full_end])
+            {
+                let w = weight(lanes.load(c));
+                lanes.store(w, o);
+                acc = lanes.add(acc, w);
             }
-            for (j, &v) in chunks.remainder().iter().enumerate() {
-                acc[j] += v;
+            if let (Some((p, len)), true) = (pad, end > nfull) {
+                let w = lanes.fand(weight(lanes.load(p)), lanes.lanes_below(len as i32));
+                lanes.store(w, &mut out[nfull]);
+                acc = lanes.add(acc, w);
             }
+            // Lanes to float64 in lane order (`0.0 + a_0` is `a_0`).
             let mut block_total = 0.0f64;
-            for a in acc {
+            for a in lanes.to_farray(acc) {
                 block_total += a as f64;
             }
             total += block_total;
+            start = end;
         }
         total
     }
 
-    /// `sum_i trunc(w_i * scale)`: integer sums are exact in any order.
+    /// `trunc(w_i * scale)` of 8 weights (step 5).
     #[inline(always)]
-    pub fn sum_quanta(w: &[f32], scale: f32) -> u32 {
-        w.iter().map(|&v| quantum(v, scale)).sum()
+    pub fn quanta<L: Lanes>(lanes: L, w: &[f32; LANES], scale: L::F) -> L::I {
+        lanes.trunc(lanes.mul(lanes.load(w), scale))
     }
 }
 
@@ -573,11 +1037,12 @@ mod tests {
 
     #[test]
     fn exp_is_accurate_and_exact_at_zero() {
-        let mut out = vec![0.0f32; 2001];
-        let logits: Vec<f32> = (0..=2000).map(|i| -(i as f32) * 0.01).collect();
-        kernels::exp_weights(&logits, 0.0, &mut out);
-        assert_eq!(out[0], 1.0);
-        for (&l, &w) in logits.iter().zip(&out) {
+        for i in 0..=2000 {
+            let l = -(i as f32) * 0.01;
+            let w = exp_nonpositive(l);
+            if i == 0 {
+                assert_eq!(w, 1.0);
+            }
             let rel = (w as f64 - exp_ref(l)).abs() / exp_ref(l);
             assert!(rel < 1e-3, "exp({l}) = {w}, rel error {rel}");
         }
@@ -595,59 +1060,110 @@ mod tests {
         }
     }
 
-    #[test]
-    fn locate_and_find_agree_with_table() {
+    fn random_rows(seed: u64, n: usize, k: usize) -> Vec<f32> {
+        let mut s = seed;
+        let mut rows: Vec<f32> = (0..n * k)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                match (s >> 20) % 4 {
+                    0 => u * 60.0,
+                    1 => u * 1e-3,
+                    2 => u * 400.0,
+                    _ => (u * 8.0).round(), // ties
+                }
+            })
+            .collect();
+        for (i, row) in rows.chunks_exact_mut(k).enumerate() {
+            if i % 3 == 0 {
+                row[k / 2] = row[0]; // ties with the first value
+            }
+            if i % 5 == 1 {
+                row[k - 1] = -0.0;
+                row[0] = 0.0;
+            }
+        }
+        rows
+    }
+
+    /// Every path against every other: the table, `locate` and `find` of each row, with both
+    /// lane types, for many sizes (full vectors, partial ones, several blocks) and positions.
+    fn check_paths<L: Lanes>(lanes: L) {
         let mut q = Quantizer::new();
-        for k in [2usize, 5, 64, 300] {
-            let logits: Vec<f32> = (0..k).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
-            q.prepare(&logits, Input::Logits).unwrap();
-            let mut table = vec![0; k];
-            q.table(&mut table);
-            let mut cum = 0;
-            for (s, &f) in table.iter().enumerate() {
-                assert_eq!(q.locate(s), (cum, f));
-                assert_eq!(q.find(cum), (s, cum, f));
-                assert_eq!(q.find(cum + f - 1), (s, cum, f));
-                cum += f;
+        for k in (2..=40).chain([63, 64, 65, 255, 256, 257, 300, 513, 1000, 4099]) {
+            let rows = random_rows(k as u64, 40, k);
+            for input in [Input::Logits, Input::Probs] {
+                let rows: Vec<f32> = match input {
+                    Input::Logits => rows.clone(),
+                    Input::Probs => rows
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v.abs() + if i % k == 1 { 0.25 } else { 0.0 })
+                        .collect(),
+                };
+                let portable = quantize_rows(Portable, &rows, k, input).unwrap();
+                assert_eq!(quantize_rows(lanes, &rows, k, input).unwrap(), portable);
+                for (row, table) in rows.chunks_exact(k).zip(portable.chunks_exact(k)) {
+                    assert_eq!(table.iter().sum::<u32>(), TOTAL);
+                    q.prepare(lanes, row, input).unwrap();
+                    let mut own = vec![0; k];
+                    q.table(lanes, row, &mut own);
+                    assert_eq!(own, table, "k={k}");
+                    let mut cum = 0;
+                    for (s, &f) in table.iter().enumerate() {
+                        assert_eq!(q.locate(lanes, row, s), (cum, f), "k={k} s={s}");
+                        assert_eq!(q.find(lanes, row, cum), (s, cum, f));
+                        assert_eq!(q.find(lanes, row, cum + f - 1), (s, cum, f));
+                        cum += f;
+                    }
+                    if k <= SMALL_K {
+                        with_small_k!(k, K => {
+                            let small = small_freqs::<K>(row.try_into().unwrap(), input).unwrap();
+                            assert_eq!(&small[..], table);
+                            let mut cum = 0;
+                            for (s, &f) in table.iter().enumerate() {
+                                assert_eq!(small_locate(&small, s), (cum, f));
+                                assert_eq!(small_find(&small, cum), (s, cum, f));
+                                assert_eq!(small_find(&small, cum + f - 1), (s, cum, f));
+                                cum += f;
+                            }
+                        });
+                    }
+                }
             }
         }
     }
 
     #[test]
-    fn small_path_equals_vector_path() {
-        let mut seed = 12345u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 60.0
-        };
-        let (mut a, mut b) = (Quantizer::new(), Quantizer::new());
-        for k in 2..=SMALL_K {
-            for _ in 0..200 {
-                let mut row: Vec<f32> = (0..k).map(|_| next()).collect();
-                row[k / 2] = row[0]; // ties
-                for input in [Input::Logits, Input::Probs] {
-                    if input == Input::Probs {
-                        row.iter_mut().for_each(|v| *v = v.abs());
-                    }
-                    let (ma, mb) = (
-                        a.prepare_small(&row, input).unwrap(),
-                        b.prepare_large(&row, input).unwrap(),
-                    );
-                    assert_eq!(ma, mb);
-                    b.small = false;
-                    let (mut ta, mut tb) = (vec![0; k], vec![0; k]);
-                    a.table(&mut ta);
-                    b.table(&mut tb);
-                    assert_eq!(ta, tb);
-                    for s in 0..k {
-                        assert_eq!(a.locate(s), b.locate(s));
-                        let (cum, f) = a.locate(s);
-                        assert_eq!(a.find(cum + f - 1), b.find(cum + f - 1));
-                    }
-                }
+    fn all_paths_agree_portable() {
+        check_paths(Portable);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn all_paths_agree_avx2() {
+        if let Some(lanes) = Avx2::detect() {
+            // The kernels are inlined into an AVX2 function, as in the coder.
+            #[target_feature(enable = "avx2")]
+            fn run(lanes: Avx2) {
+                check_paths(lanes)
             }
+            // SAFETY: `detect` found AVX2.
+            unsafe { run(lanes) }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_row_position() {
+        // The same row alone and at several positions in a batch: the same table.
+        let k = 300;
+        let rows = random_rows(9, 7, k);
+        let all = quantize_logits(&rows, k).unwrap();
+        for (i, row) in rows.chunks_exact(k).enumerate() {
+            let alone = quantize_logits(row, k).unwrap();
+            assert_eq!(&all[i * k..(i + 1) * k], &alone[..]);
         }
     }
 
