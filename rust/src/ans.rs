@@ -301,14 +301,72 @@ fn encode_rows<L: Lanes>(
         });
         return Ok(());
     }
-    for (&symbol, row) in symbols.iter().zip(rows.chunks_exact(num_symbols)).rev() {
-        quantizer.prepare(lanes, row, input)?;
-        let (cum, freq) = quantizer.locate(lanes, row, symbol as usize);
-        x = encode_step(x, words, cum, freq);
-        *state = x;
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn run<L: Lanes, W, P>(
+        lanes: L,
+        quantizer: &mut Quantizer<W, P>,
+        state: &mut u64,
+        words: &mut Vec<u32>,
+        symbols: &[i64],
+        rows: &[f32],
+        k: usize,
+        input: Input,
+    ) -> CoreResult<()>
+    where
+        W: AsRef<[[f32; 8]]> + AsMut<[[f32; 8]]>,
+        P: AsRef<[[i32; 8]]> + AsMut<[[i32; 8]]>,
+    {
+        let mut x = *state;
+        for (&symbol, row) in symbols.iter().zip(rows.chunks_exact(k)).rev() {
+            quantizer.prepare(lanes, row, input)?;
+            let (cum, freq) = quantizer.locate(lanes, row, symbol as usize);
+            x = encode_step(x, words, cum, freq);
+            *state = x;
+        }
+        Ok(())
     }
-    Ok(())
+    with_vector_k!(num_symbols, K => {
+        // `K` is 0 for sizes without a loop of their own.
+        if K == 0 {
+            quantizer.reserve(num_symbols);
+            run(lanes, quantizer, state, words, symbols, rows, num_symbols, input)
+        } else {
+            let mut fixed = Quantizer::<[[f32; 8]; K / 8], [[i32; 8]; K / 8]>::fixed();
+            run(lanes, &mut fixed, state, words, symbols, rows, K, input)
+        }
+    })
 }
+
+/// Calls `$body` with `$K` a constant: `$k` for the common alphabet sizes that get a loop
+/// compiled for their size (the row length then is a constant), 0 for the others.
+macro_rules! with_vector_k {
+    ($k:expr, $K:ident => $body:expr) => {
+        match $k {
+            16 => {
+                const $K: usize = 16;
+                $body
+            }
+            32 => {
+                const $K: usize = 32;
+                $body
+            }
+            64 => {
+                const $K: usize = 64;
+                $body
+            }
+            256 => {
+                const $K: usize = 256;
+                $body
+            }
+            _ => {
+                const $K: usize = 0;
+                $body
+            }
+        }
+    };
+}
+use with_vector_k;
 
 simd_dispatch! {
     /// Decodes one symbol per row into `out` from `(state, words)` without changing them;
@@ -376,14 +434,41 @@ fn decode_rows<L: Lanes>(
         });
         return Ok((x, len));
     }
-    for (row, symbol) in rows.chunks_exact(num_symbols).zip(out.iter_mut()) {
-        quantizer.prepare(lanes, row, input)?;
-        let slot = (x & (TOTAL as u64 - 1)) as u32;
-        let (s, cum, freq) = quantizer.find(lanes, row, slot);
-        x = decode_step(x, words, &mut len, slot, cum, freq)?;
-        *symbol = s as i64;
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn run<L: Lanes, W, P>(
+        lanes: L,
+        quantizer: &mut Quantizer<W, P>,
+        state: u64,
+        words: &[u32],
+        rows: &[f32],
+        k: usize,
+        input: Input,
+        out: &mut [i64],
+    ) -> CoreResult<(u64, usize)>
+    where
+        W: AsRef<[[f32; 8]]> + AsMut<[[f32; 8]]>,
+        P: AsRef<[[i32; 8]]> + AsMut<[[i32; 8]]>,
+    {
+        let (mut x, mut len) = (state, words.len());
+        for (row, symbol) in rows.chunks_exact(k).zip(out.iter_mut()) {
+            quantizer.prepare(lanes, row, input)?;
+            let slot = (x & (TOTAL as u64 - 1)) as u32;
+            let (s, cum, freq) = quantizer.find(lanes, row, slot);
+            x = decode_step(x, words, &mut len, slot, cum, freq)?;
+            *symbol = s as i64;
+        }
+        Ok((x, len))
     }
-    Ok((x, len))
+    with_vector_k!(num_symbols, K => {
+        if K == 0 {
+            quantizer.reserve(num_symbols);
+            run(lanes, quantizer, x, words, rows, num_symbols, input, out)
+        } else {
+            let mut fixed = Quantizer::<[[f32; 8]; K / 8], [[i32; 8]; K / 8]>::fixed();
+            run(lanes, &mut fixed, x, words, rows, K, input, out)
+        }
+    })
 }
 
 /// Many independent [`AnsCoder`] streams, coded in parallel (one rayon task per stream).

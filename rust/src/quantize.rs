@@ -216,21 +216,63 @@ pub(crate) fn small_find<const K: usize>(freqs: &[u32; K], slot: u32) -> (usize,
 /// Reusable scratch for rows of more than [`SMALL_K`] symbols: the weights of the last
 /// prepared row (padded with zeros to whole vectors of 8) and, for [`Quantizer::find`], the
 /// per-lane running sums of their quanta. No allocation after the first row of a size.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Quantizer {
-    weights: Vec<[f32; LANES]>,
-    prefix: Vec<[i32; LANES]>,
+/// The storage is growable vectors (any `K`) or, for loops compiled for one `K`, arrays on the
+/// stack ([`Quantizer::fixed`]), whose sizes the compiler then knows.
+#[derive(Clone, Debug)]
+pub(crate) struct Quantizer<W = Vec<[f32; LANES]>, P = Vec<[i32; LANES]>> {
+    weights: W,
+    prefix: P,
     /// `K`, the maximum and the scale (step 4) of the prepared row.
     num_symbols: usize,
     max: f32,
     scale: f32,
 }
 
+impl Default for Quantizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Quantizer {
     pub fn new() -> Self {
-        Self::default()
+        Quantizer {
+            weights: Vec::new(),
+            prefix: Vec::new(),
+            num_symbols: 0,
+            max: 0.0,
+            scale: 0.0,
+        }
     }
 
+    /// Makes room for rows of `k` symbols.
+    pub fn reserve(&mut self, k: usize) {
+        let nv = k.div_ceil(LANES);
+        if self.weights.len() < nv {
+            self.weights.resize(nv, [0.0; LANES]);
+            self.prefix.resize(nv, [0; LANES]);
+        }
+    }
+}
+
+impl<const N: usize> Quantizer<[[f32; LANES]; N], [[i32; LANES]; N]> {
+    /// Room for rows of up to `8 N` symbols, on the stack.
+    pub fn fixed() -> Self {
+        Quantizer {
+            weights: [[0.0; LANES]; N],
+            prefix: [[0; LANES]; N],
+            num_symbols: 0,
+            max: 0.0,
+            scale: 0.0,
+        }
+    }
+}
+
+impl<W, P> Quantizer<W, P>
+where
+    W: AsRef<[[f32; LANES]]> + AsMut<[[f32; LANES]]>,
+    P: AsRef<[[i32; LANES]]> + AsMut<[[i32; LANES]]>,
+{
     /// Steps 1-4 for one row of logits or probabilities (any `K >= 1`; the coder uses it for
     /// `K > SMALL_K`) in two passes over the row: the maximum, then the weights and their sum.
     /// The argmax is found later, by [`Quantizer::locate`] and [`Quantizer::find`], only as far
@@ -239,10 +281,6 @@ impl Quantizer {
     pub fn prepare<L: Lanes>(&mut self, lanes: L, row: &[f32], input: Input) -> CoreResult<()> {
         let k = row.len();
         let nv = k.div_ceil(LANES);
-        if self.weights.len() < nv {
-            self.weights.resize(nv, [0.0; LANES]);
-            self.prefix.resize(nv, [0; LANES]);
-        }
         let (chunks, tail) = row.as_chunks::<LANES>();
         // The last partial vector, padded with a copy of one of its values (which changes no
         // maximum or minimum); its padded weights are masked to 0.
@@ -260,7 +298,7 @@ impl Quantizer {
         if !(m.abs() <= f32::MAX && lo.abs() <= f32::MAX) {
             return Err(non_finite_error(input));
         }
-        let weights = &mut self.weights[..nv];
+        let weights = &mut self.weights.as_mut()[..nv];
         let total = match input {
             Input::Logits => kernels::weights::<L, true>(lanes, chunks, pad, m, weights),
             Input::Probs => {
@@ -286,36 +324,43 @@ impl Quantizer {
     }
 
     /// `(cumulative frequency, frequency)` of `symbol` (< K) in the prepared `row`: one pass
-    /// over the quanta up to the symbol, and over the rest only when the leftover lands at or
-    /// before it (at the argmax).
+    /// over all quanta (a fixed number of steps, no data-dependent branch) that keeps the
+    /// per-lane running sums, and a search for the argmax that stops at the symbol.
     #[inline(always)]
-    pub fn locate<L: Lanes>(&self, lanes: L, row: &[f32], symbol: usize) -> (u32, u32) {
+    pub fn locate<L: Lanes>(&mut self, lanes: L, row: &[f32], symbol: usize) -> (u32, u32) {
         let k = self.num_symbols;
-        let w = &self.weights[..k.div_ceil(LANES)];
-        let scale = lanes.splat(self.scale);
+        let total = self.quanta_prefix(lanes);
         let (js, ls) = (symbol / LANES, symbol % LANES);
-        let mut acc = lanes.isplat(0);
-        for c in &w[..js] {
-            acc = lanes.iadd(acc, kernels::quanta(lanes, c, scale));
-        }
-        let own_vector = kernels::quanta(lanes, &w[js], scale);
+        let scale = lanes.splat(self.scale);
+        let own_vector = kernels::quanta(lanes, &self.weights.as_ref()[js], scale);
         let own = lanes.to_iarray(own_vector)[ls] as u32;
-        let below =
-            lanes.ihsum(lanes.iadd(acc, lanes.iand(own_vector, lanes.lanes_below(ls as i32))));
-        let cum = below + symbol as u32;
-        let Some(argmax) = kernels::first_equal(lanes, &row[..=symbol], self.max) else {
-            return (cum, own + 1);
-        };
-        acc = lanes.iadd(acc, own_vector);
-        for c in &w[js + 1..] {
+        let below = lanes.ihsum(lanes.iadd(
+            lanes.iload(&self.prefix.as_ref()[js]),
+            lanes.iand(own_vector, lanes.lanes_below(ls as i32)),
+        ));
+        let leftover = leftover(k, total);
+        let argmax = kernels::first_equal(lanes, &row[..=symbol], self.max).unwrap_or(usize::MAX);
+        let cum = below + symbol as u32 + if argmax < symbol { leftover } else { 0 };
+        let freq = own + 1 + if argmax == symbol { leftover } else { 0 };
+        (cum, freq)
+    }
+
+    /// Stores the per-lane running sums of the quanta before each vector in `prefix` and
+    /// returns the sum of all quanta.
+    #[inline(always)]
+    fn quanta_prefix<L: Lanes>(&mut self, lanes: L) -> u32 {
+        let nv = self.num_symbols.div_ceil(LANES);
+        let (w, prefix) = (
+            &self.weights.as_ref()[..nv],
+            &mut self.prefix.as_mut()[..nv],
+        );
+        let scale = lanes.splat(self.scale);
+        let mut acc = lanes.isplat(0);
+        for (c, p) in w.iter().zip(prefix.iter_mut()) {
+            lanes.istore(acc, p);
             acc = lanes.iadd(acc, kernels::quanta(lanes, c, scale));
         }
-        let leftover = leftover(k, lanes.ihsum(acc));
-        if argmax == symbol {
-            (cum, own + 1 + leftover)
-        } else {
-            (cum + leftover, own + 1)
-        }
+        lanes.ihsum(acc)
     }
 
     /// The symbol whose interval `[cum, cum + freq)` holds `slot` (< TOTAL) in the prepared
@@ -325,14 +370,9 @@ impl Quantizer {
     pub fn find<L: Lanes>(&mut self, lanes: L, row: &[f32], slot: u32) -> (usize, u32, u32) {
         let k = self.num_symbols;
         let nv = k.div_ceil(LANES);
-        let (w, prefix) = (&self.weights[..nv], &mut self.prefix[..nv]);
+        let leftover = leftover(k, self.quanta_prefix(lanes));
+        let (w, prefix) = (&self.weights.as_ref()[..nv], &self.prefix.as_ref()[..nv]);
         let scale = lanes.splat(self.scale);
-        let mut acc = lanes.isplat(0);
-        for (c, p) in w.iter().zip(prefix.iter_mut()) {
-            lanes.istore(acc, p);
-            acc = lanes.iadd(acc, kernels::quanta(lanes, c, scale));
-        }
-        let leftover = leftover(k, lanes.ihsum(acc));
         // The maximum is one of the values.
         let argmax = kernels::first_equal(lanes, row, self.max).unwrap_or(0);
         let argmax_vector = argmax / LANES;
@@ -342,15 +382,17 @@ impl Quantizer {
                 + (j * LANES) as u32
                 + if j > argmax_vector { leftover } else { 0 }
         };
-        // The last vector that starts at or below `slot` (vector 0 starts at 0).
-        let (mut lo, mut hi) = (0usize, nv);
-        while hi - lo > 1 {
-            let mid = (lo + hi) / 2;
-            if start_of(mid) <= slot {
-                lo = mid;
+        // The last vector that starts at or below `slot` (vector 0 starts at 0), by a binary
+        // search whose steps depend only on `nv` (selects, not branches).
+        let (mut lo, mut len) = (0usize, nv);
+        while len > 1 {
+            let half = len / 2;
+            lo = if start_of(lo + half) <= slot {
+                lo + half
             } else {
-                hi = mid;
-            }
+                lo
+            };
+            len -= half;
         }
         let start = start_of(lo);
         let rel = slot - start;
@@ -376,7 +418,7 @@ impl Quantizer {
 
     /// The full frequency table of the prepared `row`, written to `out` (length K).
     pub fn table<L: Lanes>(&self, lanes: L, row: &[f32], out: &mut [u32]) {
-        let w = self.weights.as_flattened();
+        let w = self.weights.as_ref().as_flattened();
         for (f, &wi) in out.iter_mut().zip(&w[..self.num_symbols]) {
             *f = quantum(wi, self.scale) + 1;
         }
@@ -466,6 +508,7 @@ pub(crate) fn quantize_rows<L: Lanes>(
         return Ok(out);
     }
     let mut quantizer = Quantizer::new();
+    quantizer.reserve(num_symbols);
     for (row, table) in rows
         .chunks_exact(num_symbols)
         .zip(out.chunks_exact_mut(num_symbols))
@@ -917,12 +960,24 @@ mod kernels {
         chunks: &[[f32; LANES]],
         pad: Option<(&[f32; LANES], usize)>,
     ) -> (f32, f32) {
-        let (mut hi, mut lo) = (lanes.splat(f32::NEG_INFINITY), lanes.splat(f32::INFINITY));
-        for c in chunks.iter().chain(pad.map(|(p, _)| p)) {
-            let x = lanes.load(c);
-            hi = lanes.fmax(x, hi);
-            lo = lanes.fmin(x, lo);
+        // Four independent accumulators of each, to hide the latency of max and min.
+        let mut hi = [lanes.splat(f32::NEG_INFINITY); 4];
+        let mut lo = [lanes.splat(f32::INFINITY); 4];
+        let (quads, rest) = chunks.as_chunks::<4>();
+        for quad in quads {
+            for i in 0..4 {
+                let x = lanes.load(&quad[i]);
+                hi[i] = lanes.fmax(x, hi[i]);
+                lo[i] = lanes.fmin(x, lo[i]);
+            }
         }
+        for c in rest.iter().chain(pad.map(|(p, _)| p)) {
+            let x = lanes.load(c);
+            hi[0] = lanes.fmax(x, hi[0]);
+            lo[0] = lanes.fmin(x, lo[0]);
+        }
+        let hi = lanes.fmax(lanes.fmax(hi[0], hi[1]), lanes.fmax(hi[2], hi[3]));
+        let lo = lanes.fmin(lanes.fmin(lo[0], lo[1]), lanes.fmin(lo[2], lo[3]));
         (lanes.hmax(hi), lanes.hmin(lo))
     }
 
@@ -933,7 +988,12 @@ mod kernels {
         let (chunks, tail) = x.as_chunks::<LANES>();
         let (quads, rest) = chunks.as_chunks::<4>();
         for (q, quad) in quads.iter().enumerate() {
-            let eq = quad.map(|c| lanes.eq_bits(lanes.load(&c), mv));
+            let eq = [
+                lanes.eq_bits(lanes.load(&quad[0]), mv),
+                lanes.eq_bits(lanes.load(&quad[1]), mv),
+                lanes.eq_bits(lanes.load(&quad[2]), mv),
+                lanes.eq_bits(lanes.load(&quad[3]), mv),
+            ];
             if eq[0] | eq[1] | eq[2] | eq[3] != 0 {
                 let bits = eq[0] | eq[1] << 8 | eq[2] << 16 | eq[3] << 24;
                 return Some(q * 4 * LANES + bits.trailing_zeros() as usize);
@@ -1092,6 +1152,7 @@ mod tests {
     /// lane types, for many sizes (full vectors, partial ones, several blocks) and positions.
     fn check_paths<L: Lanes>(lanes: L) {
         let mut q = Quantizer::new();
+        q.reserve(5000);
         for k in (2..=40).chain([63, 64, 65, 255, 256, 257, 300, 513, 1000, 4099]) {
             let rows = random_rows(k as u64, 40, k);
             for input in [Input::Logits, Input::Probs] {
