@@ -368,6 +368,9 @@ where
     /// binary search over the vectors, then the 8 symbols of the vector found.
     #[inline(always)]
     pub fn find<L: Lanes>(&mut self, lanes: L, row: &[f32], slot: u32) -> (usize, u32, u32) {
+        if self.num_symbols <= FIND_TABLE_K {
+            return self.find_in_table(lanes, row, slot);
+        }
         let k = self.num_symbols;
         let nv = k.div_ceil(LANES);
         let leftover = leftover(k, self.quanta_prefix(lanes));
@@ -416,6 +419,50 @@ where
         (lo * LANES + count, start + below, freqs[count] as u32)
     }
 
+    /// [`Quantizer::find`] for small rows: the whole cumulative table first (it does not depend
+    /// on `slot`, so it overlaps with the previous symbol's decoding), then one comparison of
+    /// every entry with `slot`.
+    #[inline(always)]
+    fn find_in_table<L: Lanes>(&mut self, lanes: L, row: &[f32], slot: u32) -> (usize, u32, u32) {
+        let k = self.num_symbols;
+        let nv = k.div_ceil(LANES);
+        let (w, table) = (
+            &self.weights.as_ref()[..nv],
+            &mut self.prefix.as_mut()[..nv],
+        );
+        let scale = lanes.splat(self.scale);
+        let mut total = lanes.isplat(0);
+        for (c, t) in w.iter().zip(table.iter_mut()) {
+            let ends = lanes.iadd(
+                total,
+                lanes.iprefix(lanes.iadd(kernels::quanta(lanes, c, scale), lanes.isplat(1))),
+            );
+            lanes.istore(ends, t);
+            total = lanes.ilast(ends);
+        }
+        // Interval ends before the leftover (the padding's quanta are 0, its frequencies 1);
+        // those from the argmax on, the padding's included, move up by it.
+        let sum = lanes.to_iarray(total)[0] as u32 - (nv * LANES - k) as u32;
+        let leftover = TOTAL.saturating_sub(sum);
+        let argmax = kernels::first_equal(lanes, row, self.max).unwrap_or(0);
+        // (In registers: rewriting single lanes of the stored vectors would make the vector
+        // loads below wait for the stores.)
+        let shift = lanes.isplat(leftover as i32);
+        let mut symbol = 0;
+        for (j, t) in table.iter().enumerate() {
+            let before = (argmax as isize - (j * LANES) as isize).clamp(0, LANES as isize);
+            let moved = lanes.iadd(
+                lanes.iload(t),
+                lanes.iandnot(lanes.lanes_below(before as i32), shift),
+            );
+            symbol += lanes.count_le(moved, slot as i32) as usize;
+        }
+        let ends = table.as_flattened();
+        let end_of = |i: usize| ends[i] as u32 + if i >= argmax { leftover } else { 0 };
+        let cum = if symbol == 0 { 0 } else { end_of(symbol - 1) };
+        (symbol, cum, end_of(symbol) - cum)
+    }
+
     /// The full frequency table of the prepared `row`, written to `out` (length K).
     pub fn table<L: Lanes>(&self, lanes: L, row: &[f32], out: &mut [u32]) {
         let w = self.weights.as_ref().as_flattened();
@@ -427,6 +474,9 @@ where
         out[argmax] += TOTAL - sum;
     }
 }
+
+/// Rows up to this size are decoded with the whole cumulative table.
+const FIND_TABLE_K: usize = 64;
 
 const MIN_PROB_SUM: f64 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64
 
@@ -639,6 +689,14 @@ mod lanes {
         fn shl23(self, a: Self::I) -> Self::I;
         /// All ones in lanes `i < n`, zeros elsewhere.
         fn lanes_below(self, n: i32) -> Self::I;
+        /// `!a & b`.
+        fn iandnot(self, a: Self::I, b: Self::I) -> Self::I;
+        /// Inclusive prefix sums across the lanes (wrapping).
+        fn iprefix(self, a: Self::I) -> Self::I;
+        /// Lane 7 in every lane.
+        fn ilast(self, a: Self::I) -> Self::I;
+        /// The number of lanes `<= x` (signed compare).
+        fn count_le(self, a: Self::I, x: i32) -> u32;
         fn to_iarray(self, a: Self::I) -> [i32; 8];
         /// The wrapping sum of the lanes as u32.
         fn ihsum(self, a: Self::I) -> u32;
@@ -777,6 +835,26 @@ mod lanes {
                 *o = -(((i as i32) < n) as i32);
             }
             out
+        }
+        #[inline(always)]
+        fn iandnot(self, a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+            zip(a, b, |x, y| !x & y)
+        }
+        #[inline(always)]
+        fn iprefix(self, a: [i32; 8]) -> [i32; 8] {
+            let mut out = a;
+            for i in 1..8 {
+                out[i] = out[i].wrapping_add(out[i - 1]);
+            }
+            out
+        }
+        #[inline(always)]
+        fn ilast(self, a: [i32; 8]) -> [i32; 8] {
+            [a[7]; 8]
+        }
+        #[inline(always)]
+        fn count_le(self, a: [i32; 8], x: i32) -> u32 {
+            a.iter().map(|&v| (v <= x) as u32).sum()
         }
         #[inline(always)]
         fn to_iarray(self, a: [i32; 8]) -> [i32; 8] {
@@ -923,6 +1001,32 @@ mod lanes {
                         _mm256_set1_epi32(n),
                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                     )
+                }
+            }
+            #[inline(always)]
+            fn iandnot(self, a: __m256i, b: __m256i) -> __m256i {
+                unsafe { _mm256_andnot_si256(a, b) }
+            }
+            #[inline(always)]
+            fn iprefix(self, a: __m256i) -> __m256i {
+                unsafe {
+                    // Prefix sums inside each 128-bit half, then the low half's total is added
+                    // to the high half.
+                    let x = _mm256_add_epi32(a, _mm256_slli_si256::<4>(a));
+                    let x = _mm256_add_epi32(x, _mm256_slli_si256::<8>(x));
+                    let low = _mm256_permute2x128_si256::<0x08>(x, x);
+                    _mm256_add_epi32(x, _mm256_shuffle_epi32::<0xff>(low))
+                }
+            }
+            #[inline(always)]
+            fn ilast(self, a: __m256i) -> __m256i {
+                unsafe { _mm256_permutevar8x32_epi32(a, _mm256_set1_epi32(7)) }
+            }
+            #[inline(always)]
+            fn count_le(self, a: __m256i, x: i32) -> u32 {
+                unsafe {
+                    let gt = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(x));
+                    8 - (_mm256_movemask_ps(_mm256_castsi256_ps(gt)) as u32).count_ones()
                 }
             }
             #[inline(always)]
