@@ -46,6 +46,7 @@ fn single(c: &mut Criterion) {
         (2usize, 100_000usize),
         (16, 100_000),
         (256, 2_000),
+        (1000, 500),
         (65536, 100),
     ] {
         let (symbols, logits) = data(n, k, k as u64);

@@ -6,10 +6,11 @@
 //! every platform, so nothing here calls the platform's `exp` (libm results differ between
 //! systems). Only IEEE-754 basic operations (`+ - * /`, comparisons, exact conversions and bit
 //! moves) are used, each in a fixed order. Rust never contracts `a * b + c` into a fused
-//! multiply-add unless asked, so the compiled code performs exactly the roundings written here,
-//! whatever the vector width the loops are compiled to (SSE2 or AVX2: the AVX2 copies of the
-//! kernels run the same operations, and the summation order is fixed by the algorithm, not by
-//! the hardware).
+//! multiply-add unless asked, so the compiled code performs exactly the roundings written here.
+//! The kernels are written once over 8 lanes ([`Lanes`]): AVX2 registers where the CPU has
+//! them, plain arrays otherwise ([`simd_dispatch`] picks at run time); lane `j` of a vector is
+//! element `8 v + j` of the row in both, and the summation order is fixed by the algorithm, not
+//! by the hardware, so both give the same bits.
 //!
 //! # The algorithm (one row of `K` logits `l_0..l_{K-1}`, all float32)
 //!
@@ -42,9 +43,14 @@
 //! non-negative with a positive sum (not necessarily 1); the argmax is the lowest index of the
 //! largest probability, and a zero probability still gets frequency 1.
 //!
-//! The frequency tables are what [`quantize_logits`] returns; the coder never builds them in
-//! full: [`Quantizer::locate`] gives `(cumulative, frequency)` of one symbol and
-//! [`Quantizer::find`] finds the symbol of a slot, both from the weights of step 2.
+//! The frequency tables are what [`quantize_logits`] returns. The coder reads a row twice
+//! ([`Quantizer::prepare`]: the max and min, then weights and sum in one pass) and then works on
+//! the stored weights: [`Quantizer::locate`] gives `(cumulative, frequency)` of one symbol and
+//! [`Quantizer::find`] finds the symbol of a slot (for `K <= 64` through the whole cumulative
+//! table, otherwise by a binary search over vectors of 8). The argmax is searched for only as far
+//! as needed (the encoder only needs to know whether it lies before, at or after the symbol).
+//! Rows of `K <= 8` take [`small_freqs`], unrolled for their `K`, and the coder has loops
+//! compiled for `K` = 16, 32, 64 and 256; all give the same tables.
 
 use crate::error::{CoreError, CoreResult};
 
@@ -1278,6 +1284,10 @@ mod tests {
                     assert_eq!(own, table, "k={k}");
                     let mut cum = 0;
                     for (s, &f) in table.iter().enumerate() {
+                        if k > 300 && s % 29 != 0 && s != k - 1 {
+                            cum += f; // a sample of the symbols of long rows
+                            continue;
+                        }
                         assert_eq!(q.locate(lanes, row, s), (cum, f), "k={k} s={s}");
                         assert_eq!(q.find(lanes, row, cum), (s, cum, f));
                         assert_eq!(q.find(lanes, row, cum + f - 1), (s, cum, f));
