@@ -405,24 +405,32 @@ where
         }
         let start = start_of(lo);
         let rel = slot - start;
-        let mut freqs = lanes.to_iarray(kernels::quanta(lanes, &w[lo], scale));
-        for (i, f) in freqs.iter_mut().enumerate() {
-            *f += 1 + if lo * LANES + i == argmax {
-                leftover as i32
-            } else {
-                0
-            };
-        }
+        // The 8 symbols of the vector: interval ends relative to its start, in registers.
+        let own = if argmax_vector == lo {
+            (argmax % LANES) as i32
+        } else {
+            LANES as i32
+        };
+        let at_argmax = lanes.iandnot(lanes.lanes_below(own), lanes.lanes_below(own + 1));
+        let freqs = lanes.iadd(
+            lanes.iadd(kernels::quanta(lanes, &w[lo], scale), lanes.isplat(1)),
+            lanes.iand(at_argmax, lanes.isplat(leftover as i32)),
+        );
+        let ends = lanes.iprefix(freqs);
         // Symbols of this vector whose interval ends at or below `slot`; the frequencies sum to
         // TOTAL > slot, so the count stays below the number of real symbols in the vector.
-        let (mut end, mut below, mut count) = (0u32, 0u32, 0usize);
-        for &f in &freqs[..LANES - 1] {
-            end += f as u32;
-            let passed = end <= rel;
-            count += passed as usize;
-            below = if passed { end } else { below };
-        }
-        (lo * LANES + count, start + below, freqs[count] as u32)
+        let count = lanes.count_le(ends, rel as i32) as usize;
+        let ends = lanes.to_iarray(ends);
+        let below = if count == 0 {
+            0
+        } else {
+            ends[count - 1] as u32
+        };
+        (
+            lo * LANES + count,
+            start + below,
+            ends[count] as u32 - below,
+        )
     }
 
     /// [`Quantizer::find`] for small rows: the whole cumulative table first (it does not depend
