@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -112,17 +110,10 @@ def test_output_depends_on_known_values_and_t() -> None:
 
 
 def test_tiny_forward_is_cheap() -> None:
-    # Work is counted, not timed (a shared machine makes timings flaky): a batch of 2 at 28x28
-    # costs ~0.1 GFLOP, about 15 ms on 2 cores; the wall-clock bound only catches disasters.
+    # Work is counted, not timed (speed lives in benchmarks/bench_train.py): a batch of 2 at
+    # 28x28 costs ~0.1 GFLOP.
     net = build_net("tiny", 256, (1, 28, 28)).eval()
     x_in, known, t, _ = _inputs(2, (1, 28, 28), 256)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(x_in, known, t)
     assert counter.get_total_flops() < 0.2e9
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(3):
-            start = time.perf_counter()
-            net(x_in, known, t)
-            best = min(best, time.perf_counter() - start)
-    assert best < 1.0
