@@ -289,6 +289,7 @@ def coded_model() -> UpscaleARDM:
 
 @pytest.mark.parametrize("budget", [3, 4, 6])
 def test_schedule_decodes_and_batches_like_the_codec(budget: int) -> None:
+    from ardm.codec import _padded_positions
     from ardm.deterministic import evaluate_in_fixed_chunks
 
     model = coded_model()
@@ -302,8 +303,14 @@ def test_schedule_decodes_and_batches_like_the_codec(budget: int) -> None:
     step_of_row = np.repeat(np.arange(steps), x.shape[0])
     states = torch.cat([schedule.state_before(x, s) for s in range(steps)])
     known = torch.stack([schedule.known(s) for s in range(steps)])[step_of_row]
+    positions = _padded_positions(schedule)
     encoded = np.concatenate(
-        [out for _, out in evaluate_in_fixed_chunks(schedule.logits, states, known)]
+        [
+            out
+            for _, out in evaluate_in_fixed_chunks(
+                schedule.logits, states, known, positions[step_of_row]
+            )
+        ]
     )
 
     # Decoder side: one step at a time from the initial state, items one by one.
@@ -311,17 +318,18 @@ def test_schedule_decodes_and_batches_like_the_codec(budget: int) -> None:
         state = schedule.initial_state(1)
         for step in range(steps):
             k = schedule.known(step).expand(1, -1)
+            p = positions[step].expand(1, -1)
             out = np.concatenate(
-                [o for _, o in evaluate_in_fixed_chunks(schedule.logits, state, k)]
+                [o for _, o in evaluate_in_fixed_chunks(schedule.logits, state, k, p)]
             )
             assert np.array_equal(out[0], encoded[step * x.shape[0] + item])  # bit for bit
-            assert out.shape == (1, D, B) and np.all(np.isfinite(out))
+            assert out.shape == (1, positions.shape[1], B) and np.all(np.isfinite(out))
             symbols = schedule.symbols(x[item : item + 1], step)
             assert symbols.dtype == np.int64 and symbols.min() >= 0 and symbols.max() < B
             assert torch.equal(state, schedule.state_before(x[item : item + 1], step))
             # The coded digit is always allowed (its log-probability is a real one).
-            pos = schedule.positions(step)
-            assert np.all(out[0, pos, symbols[0]] > up.IMPOSSIBLE_LOG_PROB)
+            count = len(schedule.positions(step))
+            assert np.all(out[0, np.arange(count), symbols[0]] > up.IMPOSSIBLE_LOG_PROB)
             state = schedule.apply(state, step, symbols)
         assert torch.equal(state, x[item : item + 1])
 
@@ -334,12 +342,11 @@ def test_schedule_bits_match_exact_nll() -> None:
     bits = np.zeros(x.shape[0])
     for step in range(schedule.num_steps):
         known = schedule.known(step).expand(x.shape[0], -1)
-        out = torch.log_softmax(schedule.logits(schedule.state_before(x, step), known).double(), -1)
+        pos = torch.from_numpy(schedule.positions(step)).expand(x.shape[0], -1)
+        logits = schedule.logits(schedule.state_before(x, step), known, pos)
+        out = torch.log_softmax(logits.double(), -1)
         symbols = torch.from_numpy(schedule.symbols(x, step))
-        pos = torch.from_numpy(schedule.positions(step))
-        bits -= out[:, pos].gather(-1, symbols.unsqueeze(-1)).squeeze(-1).sum(1).numpy() / math.log(
-            2
-        )
+        bits -= out.gather(-1, symbols.unsqueeze(-1)).squeeze(-1).sum(1).numpy() / math.log(2)
     order = _core.random_order(D, 3)
     want = model.exact_nll_bits(x.reshape(-1, *SHAPE), order, model.policy(budget)).numpy()
     assert np.allclose(bits, want, atol=1e-3)

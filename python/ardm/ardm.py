@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from typing import Callable
@@ -102,8 +103,13 @@ class OrderAgnosticARDM(ARDMBase):
         t = known.flatten(1).sum(1)
         return x_in, t
 
-    def predict_logits(self, x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    def predict_logits(
+        self, x: torch.Tensor, known: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, *data_shape, K) of every variable given the known ones.
+
+        With ``positions`` (B, n) of flat variable indices, only those variables' logits come back,
+        shape (B, n, K) (cheaper with a network that supports it, such as the U-Net).
 
         This is where masking happens: values of ``x`` where ``known`` is False are replaced by the
         absorbing state before the network sees them, so they cannot leak into the prediction.
@@ -118,7 +124,17 @@ class OrderAgnosticARDM(ARDMBase):
         x = self._check_x(x)
         known = self._check_known(x, known)
         x_in, t = self._net_inputs(x, known)
-        return self.net(x_in, known, t)
+        if positions is None:
+            return self.net(x_in, known, t)
+        if positions.ndim != 2 or positions.shape[0] != x.shape[0]:
+            raise ValueError(f"positions must have shape (B, n), got {tuple(positions.shape)}")
+        positions = positions.to(self.device, torch.long)
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= self.num_vars):
+            raise ValueError(f"positions must be in 0..{self.num_vars - 1}")
+        if "positions" in inspect.signature(self.net.forward).parameters:
+            return self.net(x_in, known, t, positions=positions)
+        logits = self.net(x_in, known, t).flatten(1, -2)  # a net without the fast path
+        return logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
 
     def _target_log_probs(self, x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """log p(x_i | x_known) at every variable, (B, *data_shape), in nats, float32.

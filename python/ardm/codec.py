@@ -68,8 +68,11 @@ class CodingSchedule(Protocol):
         """A (D,) tensor describing what is known of each variable before ``step`` (a bool mask
         for the order-agnostic model, per-variable resolution levels for the upscale model)."""
 
-    def logits(self, state: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """Float logits (rows, D, k) of the symbols of any step, from states and known masks."""
+    def logits(
+        self, state: torch.Tensor, known: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Float logits (rows, n, k) of the symbols at ``positions`` (rows, n), from states and
+        what is known."""
 
 
 @dataclass
@@ -107,10 +110,11 @@ class OrderAgnosticSchedule:
     def known(self, step: int) -> torch.Tensor:
         return self._ranks < int(self.policy[step])
 
-    def logits(self, state: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self, state: torch.Tensor, known: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
         shape = (state.shape[0], *self.model.data_shape)
-        out = self.model.predict_logits(state.view(shape), known.view(shape))
-        return out.reshape(state.shape[0], self.model.num_vars, -1)
+        return self.model.predict_logits(state.view(shape), known.view(shape), positions)
 
 
 def model_fingerprint(model: torch.nn.Module) -> int:
@@ -190,8 +194,22 @@ def _as_items(x, model: torch.nn.Module) -> tuple[torch.Tensor, str, bool]:
     return flat, dtype, batched
 
 
-def _gather(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rows[:, positions, :], dtype=np.float32)
+def _padded_positions(schedule: CodingSchedule) -> torch.Tensor:
+    """(steps, n) positions of every step, padded with position 0 to the largest step.
+
+    Every row then has the same evaluation shape whether it is encoded or decoded, which is what
+    keeps the network's outputs bit-identical (see ``ardm.deterministic``).
+    """
+    steps = [schedule.positions(s) for s in range(schedule.num_steps)]
+    padded = torch.zeros(len(steps), max(len(p) for p in steps), dtype=torch.long)
+    for s, step_positions in enumerate(steps):
+        padded[s, : len(step_positions)] = torch.from_numpy(np.asarray(step_positions))
+    return padded
+
+
+def _first(rows: np.ndarray, count: int) -> np.ndarray:
+    """The logits of a step's own positions (the rest is padding), contiguous float32."""
+    return np.ascontiguousarray(rows[:, :count, :], dtype=np.float32)
 
 
 def compress(
@@ -217,11 +235,14 @@ def compress(
     step_of_row = np.repeat(np.arange(steps), num_items)
     states = torch.cat([schedule.state_before(items, s) for s in range(steps)])
     known = torch.stack([schedule.known(s) for s in range(steps)])[step_of_row]
+    positions = _padded_positions(schedule)
     step_logits: list[list[np.ndarray]] = [[] for _ in range(steps)]
-    for rows, out in evaluate_in_fixed_chunks(schedule.logits, states, known):
+    for rows, out in evaluate_in_fixed_chunks(
+        schedule.logits, states, known, positions[step_of_row]
+    ):
         for step in np.unique(step_of_row[rows]):
             in_step = step_of_row[rows] == step
-            step_logits[step].append(_gather(out[in_step], schedule.positions(step)))
+            step_logits[step].append(_first(out[in_step], len(schedule.positions(step))))
 
     coder = _core.AnsCoderBatch(num_items)
     for step in reversed(range(steps)):  # ANS is a stack: step 0 must be on top
@@ -264,14 +285,13 @@ def decompress(blob: bytes, model: torch.nn.Module | None = None) -> torch.Tenso
         )
     coder = _core.AnsCoderBatch.from_bytes_list(header.streams)
     state = schedule.initial_state(header.num_items)
+    positions = _padded_positions(schedule)
     for step in range(schedule.num_steps):
         known = schedule.known(step).expand(header.num_items, -1)
-        logits = np.concatenate(
-            [
-                _gather(out, schedule.positions(step))
-                for _, out in evaluate_in_fixed_chunks(schedule.logits, state, known)
-            ]
-        )
+        step_positions = positions[step].expand(header.num_items, -1)
+        chunks = evaluate_in_fixed_chunks(schedule.logits, state, known, step_positions)
+        count = len(schedule.positions(step))
+        logits = np.concatenate([_first(out, count) for _, out in chunks])
         state = schedule.apply(state, step, coder.pop(logits))
     if not all(_core.AnsCoder.from_bytes(b).is_empty() for b in coder.to_bytes_list()):
         raise ValueError("corrupted blob: data left in a stream after decoding every step")

@@ -40,12 +40,14 @@ def _pad_rows(rows: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_in_fixed_chunks(
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    known: torch.Tensor,
+    fn: Callable[..., torch.Tensor],
+    *inputs: torch.Tensor,
     workers: int | None = None,
 ) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield ``(rows, outputs)`` for consecutive chunks of rows of ``fn(x, known)``.
+    """Yield ``(rows, outputs)`` for consecutive chunks of rows of ``fn(*inputs)``.
+
+    Every input holds one row per item along its first axis; ``fn`` sees exactly
+    ``EVAL_ROWS`` rows of each at a time.
 
     ``outputs`` is float32 numpy of shape (len(rows), *fn's per-row output shape). Chunks come
     back in order.
@@ -56,13 +58,13 @@ def evaluate_in_fixed_chunks(
         >>> [(s.start, s.stop, out.shape) for s, out in evaluate_in_fixed_chunks(f, x, known)]
         [(0, 3, (3, 2, 3))]
     """
-    num_rows = x.shape[0]
+    num_rows = inputs[0].shape[0]
     slices = [slice(i, min(i + EVAL_ROWS, num_rows)) for i in range(0, num_rows, EVAL_ROWS)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(slices)))
 
     def run(rows: slice) -> np.ndarray:
         with torch.inference_mode():
-            out = fn(_pad_rows(x[rows]), _pad_rows(known[rows])).float()
+            out = fn(*[_pad_rows(tensor[rows]) for tensor in inputs]).float()
         return out[: rows.stop - rows.start].cpu().numpy()
 
     with one_intra_op_thread():

@@ -636,9 +636,12 @@ class UpscaleSchedule:
         return self._known[step]
 
     @torch.no_grad()
-    def logits(self, state: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self, state: torch.Tensor, known: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
         levels, level = self.model._check_levels(known, state.shape[0])
         out = self.model._digit_log_probs(state.long(), levels, level, row_by_row=True)
+        out = out.gather(1, positions.unsqueeze(-1).expand(-1, -1, out.shape[-1]))
         return out.clamp(min=IMPOSSIBLE_LOG_PROB)
 
 

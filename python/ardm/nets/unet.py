@@ -258,9 +258,22 @@ class UNet(nn.Module):
             out = F.pixel_shuffle(out, s)  # (B, C*P, H, W)
         return out.reshape(b, c, self.params_per_var, h, w).permute(0, 1, 3, 4, 2)
 
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C, H, W, K) for every variable (only the unknown ones are used)."""
+    def forward(
+        self,
+        x_in: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, C, H, W, K) for every variable (only the unknown ones are used).
+
+        With ``positions`` (B, n) of flat variable indices, only those variables' logits are
+        computed, shape (B, n, K): the head is most of the cost when few variables are needed.
+        """
         params = self._params(x_in, known, t)
+        if positions is not None:
+            flat = params.flatten(1, -2)  # (B, D, P)
+            params = flat.gather(1, positions.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
         if self.config.head == "categorical":
             return params.float()
         return logistic_mixture_log_probs(params, self.num_classes)
