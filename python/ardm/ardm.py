@@ -281,8 +281,7 @@ class OrderAgnosticARDM(ARDMBase):
         total = torch.zeros(batch, dtype=torch.float64, device=self.device)
         for start, end in zip(bounds[:-1], bounds[1:]):
             known = (ranks < start).reshape(x.shape)
-            logits = self.predict_logits(x, known).float()
-            log_p = F.log_softmax(logits, dim=-1).gather(-1, x.unsqueeze(-1)).squeeze(-1).flatten(1)
+            log_p = self._target_log_probs(x, known).flatten(1)
             in_step = (ranks >= start) & (ranks < end)
             total -= (log_p.double() * in_step).sum(1)
         return total / LN2
