@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "round trip; print bits/dim against PNG and WebP and save a plot.",
     )
     p.add_argument("--model", default=None, help="shipped model name or run directory")
-    p.add_argument("--budgets", default="10,20,50,100,200", help="comma-separated budgets")
+    p.add_argument("--budgets", default="10,20,50,100", help="comma-separated budgets")
     p.add_argument(
         "--test-images", type=int, default=54, help="extra Fashion-MNIST test images (0: none)"
     )
