@@ -317,13 +317,14 @@ class OrderAgnosticARDM(ARDMBase):
         bounds = steps + [self.num_vars]
         ranks = self.random_ranks(n, generator) if order is None else self._check_order(order, n)
         x = torch.zeros(n, self.num_vars, dtype=torch.long, device=self.device)
+        order = ranks.argsort(dim=1)  # order[:, r] = the variable generated r-th
         for start, end in zip(bounds[:-1], bounds[1:]):
             known = (ranks < start).reshape(n, *self.data_shape)
-            logits = self.predict_logits(x.reshape(n, *self.data_shape), known)
-            probs = F.softmax(logits.float().flatten(1, -2) / temperature, dim=-1)  # (n, D, K)
-            in_step = (ranks >= start) & (ranks < end)
-            draws = torch.multinomial(probs[in_step].cpu(), 1, generator=generator).squeeze(1)
-            x[in_step] = draws.to(self.device)
+            positions = order[:, start:end]  # only this step's variables need logits
+            logits = self.predict_logits(x.reshape(n, *self.data_shape), known, positions)
+            probs = F.softmax(logits.float() / temperature, dim=-1)  # (n, end - start, K)
+            draws = torch.multinomial(probs.flatten(0, 1).cpu(), 1, generator=generator)
+            x.scatter_(1, positions, draws.view(n, end - start).to(self.device))
         return x.reshape(n, *self.data_shape)
 
     # ---- per-step losses and policies ----------------------------------------------------------
