@@ -17,12 +17,11 @@ coder, whose speed does not depend on where the distributions come from.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
+from bench_dp import median_seconds
 
 from ardm._core import AnsCoder
 
@@ -46,15 +45,6 @@ def make_data(k: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np
     return symbols.astype(np.int32), logits, probs
 
 
-def median_time(fn, repeats: int = REPEATS) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_ours(symbols: np.ndarray, logits: np.ndarray) -> tuple[float, float, int]:
     def encode() -> AnsCoder:
         coder = AnsCoder()
@@ -64,8 +54,8 @@ def bench_ours(symbols: np.ndarray, logits: np.ndarray) -> tuple[float, float, i
     coder = encode()
     data = coder.to_bytes()
     assert (AnsCoder.from_bytes(data).pop(logits) == symbols).all()
-    t_enc = median_time(encode)
-    t_dec = median_time(lambda: AnsCoder.from_bytes(data).pop(logits))
+    t_enc = median_seconds(encode, REPEATS)
+    t_dec = median_seconds(lambda: AnsCoder.from_bytes(data).pop(logits), REPEATS)
     return t_enc, t_dec, coder.num_bits()
 
 
@@ -83,8 +73,10 @@ def bench_constriction(symbols: np.ndarray, probs32: np.ndarray) -> tuple[float,
     words = coder.get_compressed()
     decoded = constriction.stream.stack.AnsCoder(words).decode(model, probs32)
     assert (decoded == symbols).all()
-    t_enc = median_time(encode)
-    t_dec = median_time(lambda: constriction.stream.stack.AnsCoder(words).decode(model, probs32))
+    t_enc = median_seconds(encode, REPEATS)
+    t_dec = median_seconds(
+        lambda: constriction.stream.stack.AnsCoder(words).decode(model, probs32), REPEATS
+    )
     return t_enc, t_dec, coder.num_bits()
 
 
