@@ -341,3 +341,26 @@ def test_timestep_samplers() -> None:
     assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.03)
     with pytest.raises(ValueError, match="unknown timestep sampler"):
         make_sampler("cosine", 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"evals_per_step": 0}, ">= 1"),
+        ({"batch_size": 0}, ">= 1"),
+        ({"data": torch.zeros(0, 1, 4, 4, dtype=torch.long)}, "at least one data point"),
+    ],
+)
+def test_step_loss_estimation_rejects_bad_arguments(kwargs, message) -> None:
+    from ardm.nets import build_net
+    from ardm.upscale import UpscaleARDM
+
+    models = [
+        OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4)),
+        UpscaleARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4), 2),
+    ]
+    for model in models:
+        args = {"data": torch.zeros(2, 1, 4, 4, dtype=torch.long), **kwargs}
+        with pytest.raises(ValueError, match=message):
+            model.estimate_step_losses(**args)
+        assert torch.isnan(model.step_losses).all()  # nothing was stored

@@ -7,6 +7,8 @@ Subclasses set ``num_classes``, ``data_shape``, ``num_vars`` and a ``step_losses
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -88,3 +90,26 @@ class ARDMBase(nn.Module):
         ranks = torch.empty_like(order)
         ranks.scatter_(1, order, self._arange(batch))
         return ranks
+
+    def _stratified_batches(
+        self,
+        data: torch.Tensor | Iterable[torch.Tensor],
+        num_steps: int,
+        evals_per_step: int,
+        batch_size: int,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Check held-out data, then yield batches ``(t, x)`` in which every step t in
+        0..num_steps-1 appears ``evals_per_step`` times (data items cycle too): the stratified
+        sweep behind ``estimate_step_losses``."""
+        if evals_per_step < 1 or batch_size < 1:
+            raise ValueError("evals_per_step and batch_size must be >= 1")
+        if not isinstance(data, torch.Tensor):
+            data = torch.cat([torch.as_tensor(d) for d in data])
+        data = self._check_x(data)
+        if data.shape[0] == 0:
+            raise ValueError("need at least one data point to estimate step losses")
+        total = num_steps * evals_per_step
+        t_all = torch.arange(total, device=self.device) % num_steps
+        item_all = torch.arange(total, device=self.device) % data.shape[0]
+        for lo in range(0, total, batch_size):
+            yield t_all[lo : lo + batch_size], data[item_all[lo : lo + batch_size]]

@@ -544,21 +544,10 @@ class UpscaleARDM(ARDMBase):
             >>> m.estimate_step_losses(torch.zeros(3, 1, 4, 4, dtype=torch.long)).shape
             torch.Size([3, 16])
         """
-        if evals_per_step < 1 or batch_size < 1:
-            raise ValueError("evals_per_step and batch_size must be >= 1")
-        if not isinstance(data, torch.Tensor):
-            data = torch.cat([torch.as_tensor(d) for d in data])
-        data = self._check_x(data)
-        if data.shape[0] == 0:
-            raise ValueError("need at least one data point to estimate step losses")
         num_vars = self.num_vars
-        total = self.num_steps * evals_per_step
-        t_all = torch.arange(total, device=self.device) % self.num_steps
-        item_all = torch.arange(total, device=self.device) % data.shape[0]
         sums = torch.zeros(self.num_steps, dtype=torch.float64, device=self.device)
-        for lo in range(0, total, batch_size):
-            t = t_all[lo : lo + batch_size]
-            x = data[item_all[lo : lo + batch_size]]
+        batches = self._stratified_batches(data, self.num_steps, evals_per_step, batch_size)
+        for t, x in batches:
             level = self.num_stages - t // num_vars
             t_within = t % num_vars
             levels = self._levels(self.random_ranks(x.shape[0], generator), t_within, level)
