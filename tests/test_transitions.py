@@ -90,6 +90,23 @@ def test_allowed_digits_match_brute_force(k: int, b: int) -> None:
             assert count == len(reachable) >= 1
 
 
+@pytest.mark.parametrize("k,b", [c for c in CASES if c[0] <= 256])
+def test_digit_and_parent_intervals_match_brute_force(k: int, b: int) -> None:
+    for level in range(1, tr.num_stages(k, b) + 1):
+        coarse = torch.unique(tr.coarse_values(torch.arange(k), level, b))
+        low, high, allowed = tr.digit_intervals(coarse, level, b, k)
+        parent_low, parent_high = tr.parent_intervals(coarse, level, b, k)
+        for i, v in enumerate(coarse.tolist()):
+            group = [x for x in range(k) if tr.coarse_values(torch.tensor(x), level, b) == v]
+            assert (parent_low[i].item(), parent_high[i].item()) == (min(group), max(group))
+            for d in range(b):
+                members = [x for x in group if tr.next_digits(torch.tensor(x), level, b) == d]
+                assert allowed[i, d].item() == bool(members)
+                if members:  # contiguous, so an interval describes the group exactly
+                    assert (low[i, d].item(), high[i, d].item()) == (min(members), max(members))
+                    assert len(members) == max(members) - min(members) + 1
+
+
 def brute_digit_probs(p: torch.Tensor, v: int, level: int, b: int, k: int) -> list[float]:
     mass = [0.0] * b
     for x in range(k):

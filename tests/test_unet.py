@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ardm.nets import UNET_PRESETS, UNetConfig, build_net
 from ardm.nets.heads import (
+    logistic_mixture_interval_log_probs,
     logistic_mixture_log_probs,
     logistic_mixture_target_log_prob,
     split_mixture_params,
@@ -46,6 +48,38 @@ def test_mixture_head_is_normalized_and_matches_target_path() -> None:
             fast = logistic_mixture_target_log_prob(params, target, k)
             full = log_probs.gather(-1, target[:, None])[:, 0]
             assert torch.allclose(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_mixture_interval_masses_match_summed_bins() -> None:
+    gen = torch.Generator().manual_seed(3)
+    for scale in (0.1, 1.0, 4.0):
+        params = torch.randn(300, 3 * 4, generator=gen) * scale
+        for k in (2, 10, 256):
+            probs = logistic_mixture_log_probs(params, k).double().exp()
+            a, b = torch.randint(0, k, (2, 300, 3), generator=gen)
+            low, high = torch.minimum(a, b), torch.maximum(a, b)
+            fast = logistic_mixture_interval_log_probs(params, low, high, k).double().exp()
+            cumulative = torch.cat([torch.zeros(300, 1, dtype=torch.float64), probs.cumsum(-1)], -1)
+            summed = cumulative.gather(-1, high + 1) - cumulative.gather(-1, low)
+            assert torch.allclose(fast, summed, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["logistic_mixture", "categorical"])
+def test_interval_log_probs_match_forward(head: str) -> None:
+    torch.manual_seed(0)
+    net = build_net("tiny", 256, (1, 8, 8), head=head).eval()
+    x_in, known, t, _ = _inputs(3, (1, 8, 8), 256)
+    a, b = torch.randint(0, 256, (2, 3, 1, 8, 8, 5))
+    low, high = torch.minimum(a, b), torch.maximum(a, b)
+    with torch.no_grad():
+        probs = F.softmax(net(x_in, known, t).double(), dim=-1)
+        fast = net.interval_log_probs(x_in, known, t, low, high).double().exp()
+        per_row = net.interval_log_probs(x_in, known, t, low, high, per_row=True).double().exp()
+    cumulative = F.pad(probs.cumsum(-1), (1, 0))
+    summed = cumulative.gather(-1, high + 1) - cumulative.gather(-1, low)
+    assert fast.shape == (3, 1, 8, 8, 5)
+    assert torch.allclose(fast, summed, atol=1e-5)
+    assert torch.allclose(per_row, fast, atol=1e-6)
 
 
 def test_mixture_head_far_tails_are_finite() -> None:

@@ -378,3 +378,40 @@ def test_compression_round_trip(budget: int) -> None:
         single = codec.compress(x[i], model, budget=budget)
         assert container.unpack(single).streams == [streams[i]]
         assert torch.equal(codec.decompress(single, model), x[i])
+
+
+class ForwardOnly(nn.Module):
+    """Hides a network's ``interval_log_probs``, forcing the K-way data parametrization path."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x_in, known, t)
+
+
+@pytest.mark.parametrize("k,b", [(256, 4), (256, 16), (10, 3)])
+def test_interval_path_matches_the_k_way_data_parametrization(k: int, b: int) -> None:
+    from ardm.nets import build_net
+
+    torch.manual_seed(0)
+    shape = (1, 4, 4)
+    net = build_net("tiny", k, shape).eval()
+    fast = UpscaleARDM(net, k, shape, b)
+    slow = UpscaleARDM(ForwardOnly(net), k, shape, b)
+    assert fast._interval_net() is not None and slow._interval_net() is None
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, k, (6, *shape), generator=gen)
+    with torch.no_grad():
+        for stage in range(fast.num_stages):
+            level = torch.full((6,), fast.stage_level(stage))
+            ranks = fast.random_ranks(6, gen)
+            levels = fast._levels(ranks, torch.randint(0, 16, (6,), generator=gen), level)
+            target = (fast._target_log_probs(x.flatten(1), levels, level),
+                      slow._target_log_probs(x.flatten(1), levels, level))
+            assert torch.allclose(*target, atol=1e-4)
+            digits = (fast.predict_digit_log_probs(x, levels).exp(),
+                      slow.predict_digit_log_probs(x, levels).exp())
+            assert torch.allclose(*digits, atol=1e-5)
+            assert torch.allclose(digits[0].sum(-1), torch.ones(6, *shape), atol=1e-5)

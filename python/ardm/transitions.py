@@ -48,6 +48,8 @@ __all__ = [
     "next_digits",
     "num_allowed_digits",
     "allowed_digits_mask",
+    "digit_intervals",
+    "parent_intervals",
     "digit_log_probs",
     "direct_digit_log_probs",
 ]
@@ -185,6 +187,48 @@ def allowed_digits_mask(
     count = num_allowed_digits(coarse, level, branch_factor, num_classes)
     digits = torch.arange(branch_factor, device=coarse.device)
     return digits < count.unsqueeze(-1)
+
+
+def digit_intervals(
+    coarse: torch.Tensor, level: int | torch.Tensor, branch_factor: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The values of each next digit's group as inclusive intervals: (low, high, allowed), (..., b).
+
+    Digit d of a variable at coarse value v and level l covers ``v + d * b^(l-1)`` up to
+    ``min(v + (d + 1) * b^(l-1), K) - 1``. Impossible digits (``allowed`` False) get the
+    interval [v, v], a valid placeholder that the caller masks.
+
+    Example:
+        >>> low, high, ok = digit_intervals(torch.tensor([9]), 2, 3, 10)   # K = 10, b = 3
+        >>> low.tolist(), high.tolist(), ok.tolist()
+        ([[9, 9, 9]], [[9, 9, 9]], [[True, False, False]])
+        >>> low, high, _ = digit_intervals(torch.tensor([0]), 2, 3, 10)
+        >>> low.tolist(), high.tolist()
+        ([[0, 3, 6]], [[2, 5, 8]])
+    """
+    coarse = _check_coarse(coarse, level, branch_factor, num_classes).unsqueeze(-1)
+    width = _powers(level - 1, branch_factor, coarse)
+    if isinstance(level, torch.Tensor):
+        width = width.unsqueeze(-1)
+    low = coarse + torch.arange(branch_factor, device=coarse.device) * width
+    allowed = low < num_classes
+    high = torch.minimum(low + width, torch.tensor(num_classes, device=coarse.device)) - 1
+    coarse = coarse.expand_as(low)
+    return torch.where(allowed, low, coarse), torch.where(allowed, high, coarse), allowed
+
+
+def parent_intervals(
+    coarse: torch.Tensor, level: int | torch.Tensor, branch_factor: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values that share each coarse value, as an inclusive interval (low, high), (...).
+
+    Example:
+        >>> parent_intervals(torch.tensor([0, 9]), 2, 3, 10)
+        (tensor([0, 9]), tensor([8, 9]))
+    """
+    coarse = _check_coarse(coarse, level, branch_factor, num_classes)
+    span = _powers(level, branch_factor, coarse)
+    return coarse, torch.clamp(coarse + span, max=num_classes) - 1
 
 
 def _digit_log_probs_one_level(

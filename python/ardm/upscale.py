@@ -26,7 +26,9 @@ Network. The network is the order-agnostic one, ``net(x_in, known, t) -> (B, *da
 
 Parametrizations (paper Section 3.2). ``"data"``: the K outputs are logits of the full value, and
 the probability of a digit is the mass of its group of values given the coarse value (exact, no
-K x K matrices). ``"direct"``: the first b outputs are the logits of the next digit (a network built
+K x K matrices). A network with ``interval_log_probs`` (the image U-Net) gives the mass of each
+digit's value interval directly, so the data parametrization costs b + 1 intervals per variable
+(two in training) instead of K values. ``"direct"``: the first b outputs are the logits of the next digit (a network built
 with exactly b outputs also works); impossible digits (when K is not a power of b) are masked.
 
 Variables are flattened in C order; an order is a permutation of ``0..D-1``; a variable is refined
@@ -64,10 +66,12 @@ from ardm.timesteps import StratifiedSampler, TimestepSampler
 from ardm.transitions import (
     check_classes,
     coarse_values,
+    digit_intervals,
     digit_log_probs,
     direct_digit_log_probs,
     next_digits,
     num_stages,
+    parent_intervals,
 )
 
 __all__ = ["UpscaleARDM", "UpscaleSchedule", "upscale_schedule", "PARAMETRIZATIONS"]
@@ -211,9 +215,16 @@ class UpscaleARDM(ARDMBase):
     ) -> torch.Tensor:
         batch = x_flat.shape[0]
         x_in, known, t = self._net_inputs(x_flat, levels, level)
+        coarse = coarse_values(x_in, level.view(-1, 1), self.branch_factor)  # coarse_l(x)
+        if self._interval_net() is not None:
+            low, high, allowed = digit_intervals(
+                coarse, level.view(-1, 1), self.branch_factor, self.num_classes
+            )
+            lp = self._interval_log_probs(x_in, known, t, low, high, per_row=row_by_row)
+            lp = lp.masked_fill(~allowed, -math.inf)
+            return lp - torch.logsumexp(lp, dim=-1, keepdim=True)
         out = self.net(x_in.view(batch, *self.data_shape), known, t)
         out = out.reshape(batch, self.num_vars, out.shape[-1]).float()
-        coarse = coarse_values(x_in, level.view(-1, 1), self.branch_factor)  # coarse_l(x)
         if self.parametrization == "data":
             if out.shape[-1] != self.num_classes:
                 raise ValueError(
@@ -258,13 +269,58 @@ class UpscaleARDM(ARDMBase):
         out = self._digit_log_probs(x.flatten(1), levels, level, row_by_row=False)
         return out.reshape(*x.shape, self.branch_factor)
 
+    def _interval_net(self) -> Callable[..., torch.Tensor] | None:
+        """The network's ``interval_log_probs`` when the data parametrization can use it."""
+        if self.parametrization != "data":
+            return None
+        return getattr(self.net, "interval_log_probs", None)
+
+    def _interval_log_probs(
+        self,
+        x_in: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        per_row: bool = False,
+    ) -> torch.Tensor:
+        """The network's log-mass of each (B, D, R) value interval, (B, D, R)."""
+        interval_net = self._interval_net()
+        assert interval_net is not None
+        batch, num_intervals = x_in.shape[0], low.shape[-1]
+        shape = (batch, *self.data_shape, num_intervals)
+        lp = interval_net(
+            x_in.view(batch, *self.data_shape), known, t, low.view(shape), high.view(shape),
+            per_row=per_row,
+        )
+        return lp.reshape(batch, self.num_vars, num_intervals).float()
+
     def _target_log_probs(
         self, x_flat: torch.Tensor, levels: torch.Tensor, level: torch.Tensor
     ) -> torch.Tensor:
-        """log p(next digit of x_i) for every variable, (B, D), nats."""
-        lp = self._digit_log_probs(x_flat, levels, level, row_by_row=False)
-        digit = next_digits(x_flat, level.view(-1, 1), self.branch_factor)
-        return lp.gather(-1, digit.unsqueeze(-1)).squeeze(-1)
+        """log p(next digit of x_i) for every variable, (B, D), nats.
+
+        With an interval-capable network (the data parametrization on the image U-Net), the
+        digit's probability is the mass of its value interval over the mass of the values that
+        share the coarse value: two intervals per variable instead of all K values.
+        """
+        lev = level.view(-1, 1)
+        digit = next_digits(x_flat, lev, self.branch_factor)
+        if self._interval_net() is None:
+            lp = self._digit_log_probs(x_flat, levels, level, row_by_row=False)
+            return lp.gather(-1, digit.unsqueeze(-1)).squeeze(-1)
+        x_in, known, t = self._net_inputs(x_flat, levels, level)
+        coarse = coarse_values(x_flat, lev, self.branch_factor)
+        width = self.branch_factor ** (lev - 1)
+        digit_low = coarse + digit * width
+        digit_high = torch.clamp(digit_low + width, max=self.num_classes) - 1
+        parent_low, parent_high = parent_intervals(
+            coarse, lev, self.branch_factor, self.num_classes
+        )
+        low = torch.stack([digit_low, parent_low], dim=-1)
+        high = torch.stack([digit_high, parent_high], dim=-1)
+        lp = self._interval_log_probs(x_in, known, t, low, high)
+        return lp[..., 0] - lp[..., 1]
 
     # ---- objective ----------------------------------------------------------------------------
 

@@ -25,7 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardm.nets.heads import logistic_mixture_log_probs, logistic_mixture_target_log_prob
+from ardm.nets.heads import (
+    logistic_mixture_interval_log_probs,
+    logistic_mixture_log_probs,
+    logistic_mixture_target_log_prob,
+)
 
 __all__ = ["UNetConfig", "UNet", "UNET_PRESETS", "build_net"]
 
@@ -290,6 +294,40 @@ class UNet(nn.Module):
         if self.config.head == "categorical":
             return F.log_softmax(params.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return logistic_mixture_target_log_prob(params, target, self.num_classes)
+
+
+    def interval_log_probs(
+        self,
+        x_in: torch.Tensor,
+        known: torch.Tensor,
+        t: torch.Tensor,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        per_row: bool = False,
+    ) -> torch.Tensor:
+        """log P(low <= value <= high) for every variable and interval, (B, C, H, W, R).
+
+        ``low`` and ``high`` (B, C, H, W, R) are inclusive int bounds. The mixture head costs two
+        sigmoids per interval and component instead of K bins (an upscale ARDM's digit groups are
+        intervals); the categorical head sums its normalized probabilities over each interval.
+        ``per_row`` evaluates the head one row at a time, so that a row's result cannot depend on
+        which rows share the call (lossless coding needs that).
+        """
+        params = self._params(x_in, known, t)
+        if per_row:
+            rows = zip(params, low, high)
+            return torch.stack([self._interval_head(p, lo, hi) for p, lo, hi in rows])
+        return self._interval_head(params, low, high)
+
+    def _interval_head(
+        self, params: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+    ) -> torch.Tensor:
+        if self.config.head == "categorical":
+            log_p = F.log_softmax(params.float(), dim=-1).unsqueeze(-2)  # (..., 1, K)
+            values = torch.arange(self.num_classes, device=params.device)
+            inside = (values >= low.unsqueeze(-1)) & (values <= high.unsqueeze(-1))  # (..., R, K)
+            return torch.logsumexp(log_p.masked_fill(~inside, float("-inf")), dim=-1)
+        return logistic_mixture_interval_log_probs(params, low, high, self.num_classes)
 
 
 def build_net(
