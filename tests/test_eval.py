@@ -107,6 +107,18 @@ def test_sampling_makes_exactly_the_policy_calls() -> None:
     assert torch.equal(sample_images(model, 7, n=3, seed=1).images, result.images)
 
 
+@pytest.mark.parametrize("head, parametrization", [("logistic_mixture", "data"), ("categorical", "direct")])
+def test_upscale_sampling_makes_exactly_the_policy_calls(head: str, parametrization: str) -> None:
+    # The data parametrization asks the network for interval masses, the direct one for logits:
+    # both must be counted.
+    torch.manual_seed(0)
+    net = build_net("tiny", 256, SHAPE, head=head)
+    model = UpscaleARDM(net, 256, SHAPE, branch_factor=16, parametrization=parametrization).eval()
+    model.step_losses.copy_(torch.linspace(6.0, 0.5, 128, dtype=torch.float64).view(2, 64))
+    result = sample_images(model, 5, n=2, seed=1)
+    assert result.calls == result.policy_calls == sum(len(p) for p in model.policy(5)) == 5
+
+
 def test_eval_command_estimates_step_losses_and_plots(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -125,15 +125,15 @@ class OrderAgnosticARDM(ARDMBase):
         known = self._check_known(x, known)
         x_in, t = self._net_inputs(x, known)
         if positions is None:
-            return self.net(x_in, known, t)
+            return self._run_net(self.net, x_in, known, t)
         if positions.ndim != 2 or positions.shape[0] != x.shape[0]:
             raise ValueError(f"positions must have shape (B, n), got {tuple(positions.shape)}")
         positions = positions.to(self.device, torch.long)
         if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= self.num_vars):
             raise ValueError(f"positions must be in 0..{self.num_vars - 1}")
         if "positions" in inspect.signature(self.net.forward).parameters:
-            return self.net(x_in, known, t, positions=positions)
-        logits = self.net(x_in, known, t).flatten(1, -2)  # a net without the fast path
+            return self._run_net(self.net, x_in, known, t, positions=positions)
+        logits = self._run_net(self.net, x_in, known, t).flatten(1, -2)  # a net without the fast path
         return logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
 
     def _target_log_probs(self, x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -147,7 +147,7 @@ class OrderAgnosticARDM(ARDMBase):
             logits = self.predict_logits(x, known)
             return F.log_softmax(logits.float(), dim=-1).gather(-1, x.unsqueeze(-1)).squeeze(-1)
         x_in, t = self._net_inputs(x, known)
-        return fast(x_in, known, t, x).float()
+        return self._run_net(fast, x_in, known, t, x).float()
 
     # ---- objective ----------------------------------------------------------------------------
 

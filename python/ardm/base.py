@@ -7,7 +7,7 @@ Subclasses set ``num_classes``, ``data_shape``, ``num_vars`` and a ``step_losses
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +23,13 @@ class ARDMBase(nn.Module):
     data_shape: tuple[int, ...]
     num_vars: int
     step_losses: torch.Tensor
+    #: Network evaluations made so far, each one batched call (sampling reports it per budget).
+    network_calls: int = 0
+
+    def _run_net(self, fn: Callable[..., torch.Tensor], *args: object, **kwargs: object) -> torch.Tensor:
+        """Call the network (``self.net`` or one of its methods) and count the call."""
+        self.network_calls += 1
+        return fn(*args, **kwargs)
 
     # ---- checks -------------------------------------------------------------------------------
 

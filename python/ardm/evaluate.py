@@ -420,26 +420,17 @@ def sample_images(
     policy_calls = (
         sum(len(p) for p in policy) if isinstance(model, UpscaleARDM) else len(policy)
     )
-    calls = 0
-
-    def count(*_: object) -> None:
-        nonlocal calls
-        calls += 1
-
-    handle = model.net.register_forward_hook(count)
+    calls_before = model.network_calls
     gen = torch.Generator().manual_seed(seed)
-    try:
-        start = time.perf_counter()
-        if isinstance(model, UpscaleARDM):
-            images = model.sample(n, temperature=temperature, generator=gen, policies=policy)
-        else:
-            images = model.sample(n, temperature=temperature, generator=gen, policy=policy)
-        if images.is_cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    finally:
-        handle.remove()
-    return SampleResult(images.cpu(), calls, policy_calls, seconds)
+    start = time.perf_counter()
+    if isinstance(model, UpscaleARDM):
+        images = model.sample(n, temperature=temperature, generator=gen, policies=policy)
+    else:
+        images = model.sample(n, temperature=temperature, generator=gen, policy=policy)
+    if images.is_cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return SampleResult(images.cpu(), model.network_calls - calls_before, policy_calls, seconds)
 
 
 def image_grid(images: torch.Tensor, num_classes: int, columns: int | None = None) -> np.ndarray:

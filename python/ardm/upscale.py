@@ -223,7 +223,7 @@ class UpscaleARDM(ARDMBase):
             lp = self._interval_log_probs(x_in, known, t, low, high, per_row=row_by_row)
             lp = lp.masked_fill(~allowed, -math.inf)
             return lp - torch.logsumexp(lp, dim=-1, keepdim=True)
-        out = self.net(x_in.view(batch, *self.data_shape), known, t)
+        out = self._run_net(self.net, x_in.view(batch, *self.data_shape), known, t)
         out = out.reshape(batch, self.num_vars, out.shape[-1]).float()
         if self.parametrization == "data":
             if out.shape[-1] != self.num_classes:
@@ -289,7 +289,8 @@ class UpscaleARDM(ARDMBase):
         assert interval_net is not None
         batch, num_intervals = x_in.shape[0], low.shape[-1]
         shape = (batch, *self.data_shape, num_intervals)
-        lp = interval_net(
+        lp = self._run_net(
+            interval_net,
             x_in.view(batch, *self.data_shape), known, t, low.view(shape), high.view(shape),
             per_row=per_row,
         )

@@ -295,7 +295,6 @@ class UNet(nn.Module):
             return F.log_softmax(params.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return logistic_mixture_target_log_prob(params, target, self.num_classes)
 
-
     def interval_log_probs(
         self,
         x_in: torch.Tensor,
