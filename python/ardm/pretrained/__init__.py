@@ -24,7 +24,6 @@ HERE = Path(__file__).resolve().parent
 # name -> run directory inside the package
 PRETRAINED = {
     "fashion-mnist": HERE / "fashion-mnist",
-    "fashion-mnist-upscale": HERE / "fashion-mnist-upscale",
 }
 DEFAULT_MODEL = "fashion-mnist"
 
