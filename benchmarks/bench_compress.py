@@ -25,12 +25,7 @@ from PIL import Image
 
 import ardm
 from ardm.data import load_dataset
-
-
-def network_calls(model: torch.nn.Module, budget: int) -> int:
-    """Calls per image: the policy's steps, summed over the stages of an upscale model."""
-    policy = model.policy(budget)
-    return sum(len(p) for p in policy) if isinstance(policy, list) else len(policy)
+from ardm.evaluate import policy_calls
 
 
 def png_bytes(image: np.ndarray) -> int:
@@ -128,7 +123,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     for budget in [int(b) for b in args.budgets.split(",")]:
         row = ardm_row(model, x, budget, args.batch)
         lines.append(
-            f"{budget:<12}{network_calls(model, budget):>6}{row['bpd']:>10.3f}"
+            f"{budget:<12}{policy_calls(model.policy(budget)):>6}{row['bpd']:>10.3f}"
             f"{row['bpd'] / best_image_codec:>8.3f}x{row['nll_bpd']:>9.3f}"
             f"{row['overhead_bits']:>19.1f}{row['encode_ips']:>11.2f}{row['decode_ips']:>11.2f}"
         )

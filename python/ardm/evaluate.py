@@ -50,6 +50,7 @@ __all__ = [
     "EvalRow",
     "PolicySpec",
     "SampleResult",
+    "policy_calls",
     "resolve_run",
     "parse_budgets",
     "load_test_images",
@@ -397,6 +398,16 @@ def step_loss_curves(model: ARDM) -> tuple[np.ndarray, np.ndarray]:
 # ---- sampling -----------------------------------------------------------------------------------
 
 
+def policy_calls(policy: np.ndarray | list[np.ndarray]) -> int:
+    """Network calls of a policy: its steps, summed over the stages of an upscale model's list.
+
+    Example:
+        >>> policy_calls(np.array([0, 5, 9])), policy_calls([np.array([0, 5]), np.array([0])])
+        (3, 3)
+    """
+    return sum(len(p) for p in policy) if isinstance(policy, list) else len(policy)
+
+
 @torch.no_grad()
 def sample_images(
     model: ARDM, budget: int, n: int, temperature: float = 1.0, seed: int = 0
@@ -417,9 +428,6 @@ def sample_images(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     policy = model.policy(budget)
-    policy_calls = (
-        sum(len(p) for p in policy) if isinstance(model, UpscaleARDM) else len(policy)
-    )
     calls_before = model.network_calls
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -430,7 +438,9 @@ def sample_images(
     if images.is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return SampleResult(images.cpu(), model.network_calls - calls_before, policy_calls, seconds)
+    return SampleResult(
+        images.cpu(), model.network_calls - calls_before, policy_calls(policy), seconds
+    )
 
 
 def image_grid(images: torch.Tensor, num_classes: int, columns: int | None = None) -> np.ndarray:

@@ -27,9 +27,10 @@ Network. The network is the order-agnostic one, ``net(x_in, known, t) -> (B, *da
 Parametrizations (paper Section 3.2). ``"data"``: the K outputs are logits of the full value, and
 the probability of a digit is the mass of its group of values given the coarse value (exact, no
 K x K matrices). A network with ``interval_log_probs`` (the image U-Net) gives the mass of each
-digit's value interval directly, so the data parametrization costs b + 1 intervals per variable
-(two in training) instead of K values. ``"direct"``: the first b outputs are the logits of the next digit (a network built
-with exactly b outputs also works); impossible digits (when K is not a power of b) are masked.
+digit's value interval directly, so the data parametrization costs b intervals per variable (two
+in training) instead of K values. ``"direct"``: the first b outputs are the logits of the next
+digit (a network built with exactly b outputs also works); impossible digits (when K is not a
+power of b) are masked.
 
 Variables are flattened in C order; an order is a permutation of ``0..D-1``; a variable is refined
 at within-stage step t iff its rank is < t. A policy per stage is a list of start steps as for the
@@ -312,14 +313,15 @@ class UpscaleARDM(ARDMBase):
             return lp.gather(-1, digit.unsqueeze(-1)).squeeze(-1)
         x_in, known, t = self._net_inputs(x_flat, levels, level)
         coarse = coarse_values(x_flat, lev, self.branch_factor)
-        width = self.branch_factor ** (lev - 1)
-        digit_low = coarse + digit * width
-        digit_high = torch.clamp(digit_low + width, max=self.num_classes) - 1
+        digit_lows, digit_highs, _ = digit_intervals(
+            coarse, lev, self.branch_factor, self.num_classes
+        )
         parent_low, parent_high = parent_intervals(
             coarse, lev, self.branch_factor, self.num_classes
         )
-        low = torch.stack([digit_low, parent_low], dim=-1)
-        high = torch.stack([digit_high, parent_high], dim=-1)
+        pick = digit.unsqueeze(-1)  # the data's own digit is always allowed
+        low = torch.cat([digit_lows.gather(-1, pick), parent_low.unsqueeze(-1)], dim=-1)
+        high = torch.cat([digit_highs.gather(-1, pick), parent_high.unsqueeze(-1)], dim=-1)
         lp = self._interval_log_probs(x_in, known, t, low, high)
         return lp[..., 0] - lp[..., 1]
 
