@@ -248,6 +248,9 @@ DOCUMENTED = [
     AnsCoder.push_probs,
     AnsCoder.to_bytes,
     AnsCoder.from_bytes,
+    AnsCoder.to_compact_bytes,
+    AnsCoder.from_compact_bytes,
+    AnsCoder.state,
     AnsCoderBatch,
 ]
 
@@ -299,3 +302,180 @@ def test_streams_are_pinned(k: int, n: int, digest: str) -> None:
     batch = AnsCoderBatch(2)
     batch.push(np.stack([symbols, symbols[::-1]]), np.stack([logits, logits[::-1]]))
     assert batch.to_bytes_list()[0] == data
+
+
+# ---- initial states and the compact format (container v2) ---------------------------------------
+
+STATE_LOW = 1 << 31
+
+
+def checksum_state(payload: bytes) -> int:
+    import zlib
+
+    return STATE_LOW + zlib.crc32(payload)
+
+
+def compact_reference(data: bytes) -> bytes:
+    """The compact format computed from `to_bytes()` output (words in write order, then the
+    state as two little-endian words): state big endian in its minimal 4..7 bytes (an 8-byte
+    state flushes its low word first), then the words, the last written first."""
+    words = [data[i : i + 4] for i in range(0, len(data) - 8, 4)]
+    state = int.from_bytes(data[-8:], "little")
+    if state >= 1 << 56:
+        head = (state >> 32).to_bytes(4, "big")
+        words.append((state & 0xFFFFFFFF).to_bytes(4, "little"))
+    else:
+        head = state.to_bytes(max(4, (state.bit_length() + 7) // 8), "big")
+    return head + b"".join(reversed(words))
+
+
+@pytest.mark.parametrize(
+    "k,n", [(2, 0), (2, 300), (16, 1), (16, 200), (256, 100), (1000, 30), (65536, 3)]
+)
+@pytest.mark.parametrize(
+    "start", [STATE_LOW, checksum_state(b"ardm"), (1 << 56) - 1, 1 << 56, (1 << 63) - 1]
+)
+def test_initial_state_round_trip(k: int, n: int, start: int) -> None:
+    rng = np.random.default_rng(k + n)
+    logits = make_logits(rng, n, k, STYLES[n % 4])
+    symbols = rng.integers(0, k, size=n)
+    coder = AnsCoder(start)
+    assert (coder.state(), coder.num_words()) == (start, 0)
+    coder.push(symbols, logits)
+    compact = coder.to_compact_bytes()
+    assert compact == compact_reference(coder.to_bytes())
+    assert len(compact) <= len(coder.to_bytes())
+    words_bits = 32 * coder.num_words()
+    assert coder.state().bit_length() + words_bits <= 8 * len(compact)
+    assert 8 * len(compact) <= coder.state().bit_length() + 7 + words_bits
+    for decoder in [AnsCoder.from_compact_bytes(compact), AnsCoder.from_bytes(coder.to_bytes())]:
+        assert decoder.pop(logits).tolist() == symbols.tolist()
+        assert (decoder.state(), decoder.num_words()) == (start, 0)
+        assert decoder.is_empty() == (start == STATE_LOW)
+
+
+def test_state_verification_detects_corruption() -> None:
+    """A decoder back at the initial state with no words left and the right symbols can only
+    have read the very stream that was written."""
+    rng = np.random.default_rng(17)
+    logits = make_logits(rng, 400, 16, "arbitrary")
+    symbols = sample(quantize_logits(logits), rng)
+    start = checksum_state(symbols.astype(np.uint8).tobytes())
+    coder = AnsCoder(initial_state=start)
+    coder.push(symbols, logits)
+    compact = coder.to_compact_bytes()
+    for i in range(0, len(compact), 7):
+        bad = bytearray(compact)
+        bad[i] ^= 1 << (i % 8)
+        try:
+            decoder = AnsCoder.from_compact_bytes(bad)
+            out = decoder.pop(logits).tolist()
+        except ValueError:
+            continue
+        assert (out, decoder.state(), decoder.num_words()) != (symbols.tolist(), start, 0)
+    # Dropping or adding bytes is caught too.
+    for bad in [compact[:-4], compact[:-1], compact + b"\x00\x00\x00\x01"]:
+        try:
+            decoder = AnsCoder.from_compact_bytes(bad)
+            out = decoder.pop(logits).tolist()
+        except ValueError:
+            continue
+        assert (out, decoder.state(), decoder.num_words()) != (symbols.tolist(), start, 0)
+
+
+def test_compact_empty_and_flush() -> None:
+    assert AnsCoder().to_compact_bytes() == b"\x80\x00\x00\x00"
+    assert AnsCoder.from_compact_bytes(b"\x80\x00\x00\x00").is_empty()
+    assert AnsCoder(1 << 32).to_compact_bytes() == b"\x01" + bytes(4)
+    big = (1 << 62) + 5
+    flushed = (big >> 32).to_bytes(4, "big") + (5).to_bytes(4, "little")
+    assert AnsCoder(big).to_compact_bytes() == flushed
+    assert AnsCoder.from_compact_bytes(bytearray(AnsCoder(big).to_compact_bytes())).state() == big
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=40))
+def test_arbitrary_compact_bytes(data: bytes) -> None:
+    try:
+        coder = AnsCoder.from_compact_bytes(data)
+    except ValueError:
+        return
+    assert coder.to_compact_bytes() == data
+    assert STATE_LOW <= coder.state() < 1 << 63
+
+
+def test_batch_with_initial_states_equals_singles() -> None:
+    rng = np.random.default_rng(23)
+    b, n, k = 4, 60, 256
+    logits = np.stack([make_logits(rng, n, k, "arbitrary") for _ in range(b)])
+    symbols = rng.integers(0, k, size=(b, n))
+    starts = [checksum_state(bytes([i])) for i in range(b - 1)] + [(1 << 63) - 1]
+    for initial in [starts, np.array(starts, dtype=np.uint64), tuple(starts)]:
+        batch = AnsCoderBatch(b, initial)
+        assert batch.states().dtype == np.uint64
+        assert batch.states().tolist() == starts
+        batch.push(symbols, logits)
+        streams = batch.to_compact_bytes_list()
+        for i in range(b):
+            single = AnsCoder(starts[i])
+            single.push(symbols[i], logits[i])
+            assert streams[i] == single.to_compact_bytes()
+            assert batch.states()[i] == single.state()
+            assert batch.num_words()[i] == single.num_words()
+        back = AnsCoderBatch.from_compact_bytes_list(streams)
+        assert back.pop(logits).tolist() == symbols.tolist()
+        assert back.states().tolist() == starts
+        assert back.num_words().tolist() == [0] * b
+    assert AnsCoderBatch(2, None).states().tolist() == [STATE_LOW] * 2
+    assert AnsCoderBatch(0, []).to_compact_bytes_list() == []
+
+
+@pytest.mark.parametrize(
+    "state",
+    [-1, 0, STATE_LOW - 1, 1 << 63, (1 << 64) - 1, 1 << 64, 1 << 100, -(1 << 70), 1.5, "1", True],
+)
+def test_bad_initial_state(state: object) -> None:
+    with pytest.raises(ValueError, match="initial_state"):
+        AnsCoder(state)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"initial_states\[1\]"):
+        AnsCoderBatch(2, [STATE_LOW, state])
+
+
+@pytest.mark.parametrize(
+    "states",
+    [
+        [STATE_LOW],
+        [STATE_LOW] * 3,
+        "ab",
+        b"ab",
+        5,
+        [[STATE_LOW], [STATE_LOW]],
+        np.array([2.5e9, 3e9]),
+    ],
+)
+def test_bad_initial_states(states: object) -> None:
+    with pytest.raises(ValueError):
+        AnsCoderBatch(2, states)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x80",
+        b"\x80\x00\x00",
+        b"\x00\x80\x00\x00",
+        bytes(8),
+        b"\x7f\xff\xff\xff",
+        "abcd",
+        [0x80, 0, 0, 0],
+        None,
+    ],
+)
+def test_bad_compact_bytes(data: object) -> None:
+    with pytest.raises(ValueError):
+        AnsCoder.from_compact_bytes(data)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        AnsCoderBatch.from_compact_bytes_list([b"\x80\x00\x00\x00", data])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        AnsCoderBatch.from_compact_bytes_list(b"\x80\x00\x00\x00")

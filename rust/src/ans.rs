@@ -30,6 +30,30 @@
 //! (at least 8) and that the state lies in `[L, 2^63)`. The size is at most 64 bits above the
 //! ideal `sum -log2 p(x)` under the quantized tables (32 of them are the initial state).
 //!
+//! # The compact byte format
+//!
+//! [`AnsCoder::to_compact_bytes`] ends on a byte boundary instead of a word boundary:
+//!
+//! ```text
+//! state (k bytes, big endian, top byte non-zero) | word | word | ...   (each word little endian)
+//! ```
+//!
+//! The words come in the order the decoder consumes them, the most recently written first.
+//! `k` is the smallest number of bytes that holds the state, one of 4, 5, 6, 7, so a reader
+//! knows it from the total length `n` alone: `k = 4 + n mod 4`. A state of 8 bytes
+//! (`x >= 2^56`) first flushes one more word, its low 32 bits, which becomes the first word the
+//! decoder consumes, and writes `x >> 32`, which lies in `[2^24, 2^31)`, in `k = 4` bytes.
+//! [`AnsCoder::from_compact_bytes`] reads `k` bytes; a zero top byte is rejected (not
+//! canonical); a value below `2^31` (only possible with `k = 4`) takes the first word back,
+//! `x = value << 32 | word`; any other value is the state itself. Every accepted input is
+//! what the writer writes for exactly one coder, so the reader is the writer's inverse.
+//!
+//! The state thus costs its bit length rounded up to whole bytes (at most 7 bits more, about 4
+//! on average) instead of the fixed 64 bits of [`AnsCoder::to_bytes`]. A coder may start from
+//! any state in `[L, 2^63)` ([`AnsCoder::with_initial_state`]), for example `L` plus a
+//! checksum of the data: the decoder that pops every symbol must end exactly at that state
+//! with no words left, so the check rides in the bits that the initial state occupies anyway.
+//!
 //! [`AnsBatch`] holds many independent streams and codes them in parallel with rayon; each
 //! stream's bytes are exactly those of a single [`AnsCoder`] fed the same rows.
 
@@ -87,7 +111,54 @@ impl AnsCoder {
         }
     }
 
-    /// True when nothing (or only symbols of probability one) has been pushed.
+    /// A stack whose state starts at `state` instead of [`STATE_LOW`]; `state` must lie in
+    /// `[STATE_LOW, 2^63)`. A decoder that pops everything pushed onto it ends at that state
+    /// with no words left, so the bits of the initial state can carry a checksum.
+    ///
+    /// ```
+    /// use ardm_core::ans::{AnsCoder, STATE_LOW};
+    /// let start = STATE_LOW + 0x1234_5678; // e.g. L + crc32 of the data
+    /// let logits = [0.0f32, 2.0, -1.0];
+    /// let mut coder = AnsCoder::with_initial_state(start).unwrap();
+    /// coder.push(&[2], &logits, 3).unwrap();
+    /// let mut decoder = AnsCoder::from_compact_bytes(&coder.to_compact_bytes()).unwrap();
+    /// assert_eq!(decoder.pop(&logits, 3).unwrap(), vec![2]);
+    /// assert_eq!((decoder.state(), decoder.num_words()), (start, 0));
+    /// assert!(AnsCoder::with_initial_state(STATE_LOW - 1).is_err());
+    /// ```
+    pub fn with_initial_state(state: u64) -> CoreResult<Self> {
+        check_state(state)?;
+        Ok(AnsCoder {
+            state,
+            ..Self::new()
+        })
+    }
+
+    /// The current state, in `[STATE_LOW, 2^63)`.
+    ///
+    /// ```
+    /// use ardm_core::ans::{AnsCoder, STATE_LOW};
+    /// assert_eq!(AnsCoder::new().state(), STATE_LOW);
+    /// ```
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    /// The number of 32-bit words written besides the state.
+    ///
+    /// ```
+    /// use ardm_core::ans::AnsCoder;
+    /// let mut coder = AnsCoder::new();
+    /// assert_eq!(coder.num_words(), 0);
+    /// coder.push(&[0; 100], &[0.0f32; 200], 2).unwrap(); // 100 bits
+    /// assert_eq!(coder.num_words(), 3);
+    /// ```
+    pub fn num_words(&self) -> usize {
+        self.words.len()
+    }
+
+    /// True when the state is [`STATE_LOW`] with no words: nothing (or only symbols of
+    /// probability one) has been pushed onto a [`AnsCoder::new`] coder.
     pub fn is_empty(&self) -> bool {
         self.state == STATE_LOW && self.words.is_empty()
     }
@@ -209,6 +280,107 @@ impl AnsCoder {
             quantizer: Quantizer::new(),
         })
     }
+
+    /// The stream in the compact format of the module docs: the state in its minimal 4 to 7
+    /// bytes (big endian), then the words, the next one the decoder needs first.
+    ///
+    /// ```
+    /// use ardm_core::ans::AnsCoder;
+    /// assert_eq!(AnsCoder::new().to_compact_bytes(), vec![0x80, 0, 0, 0]);
+    /// let coder = AnsCoder::with_initial_state(1 << 40).unwrap();
+    /// assert_eq!(coder.to_compact_bytes(), vec![1, 0, 0, 0, 0, 0]);
+    /// ```
+    pub fn to_compact_bytes(&self) -> Vec<u8> {
+        let (head, flushed) = if self.state >> 56 != 0 {
+            (self.state >> WORD_BITS, Some(self.state as u32))
+        } else {
+            (self.state, None)
+        };
+        // head >= 2^24: a state >= 2^31, or a flushed one >= 2^56.
+        let k = (64 - head.leading_zeros()).div_ceil(8) as usize;
+        let mut out = Vec::with_capacity(k + 4 * (self.words.len() + 1));
+        out.extend_from_slice(&head.to_be_bytes()[8 - k..]);
+        for w in flushed.into_iter().chain(self.words.iter().rev().copied()) {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads what [`AnsCoder::to_compact_bytes`] wrote; every input that it cannot have
+    /// written is an error.
+    ///
+    /// ```
+    /// use ardm_core::ans::AnsCoder;
+    /// let logits = [0.0f32, 2.0, -1.0, 0.5, 0.5, 0.5];
+    /// let mut coder = AnsCoder::new();
+    /// coder.push(&[1, 2], &logits, 3).unwrap();
+    /// let bytes = coder.to_compact_bytes();
+    /// assert!(bytes.len() < coder.to_bytes().len());
+    /// let mut decoder = AnsCoder::from_compact_bytes(&bytes).unwrap();
+    /// assert_eq!(decoder.pop(&logits, 3).unwrap(), vec![1, 2]);
+    /// assert!(decoder.is_empty());
+    /// assert!(AnsCoder::from_compact_bytes(&[0, 0x80, 0, 0, 0]).is_err()); // zero top byte
+    /// ```
+    pub fn from_compact_bytes(bytes: &[u8]) -> CoreResult<Self> {
+        if bytes.len() < 4 {
+            return Err(compact_error(format!(
+                "{} bytes, at least 4 are needed",
+                bytes.len()
+            )));
+        }
+        let k = 4 + bytes.len() % 4;
+        let (head, rest) = bytes.split_at(k);
+        if head[0] == 0 {
+            return Err(compact_error(
+                "the state's top byte is zero (not canonical)",
+            ));
+        }
+        let value = head.iter().fold(0u64, |v, &b| (v << 8) | b as u64);
+        let (words, rest) = rest.as_chunks::<4>();
+        debug_assert!(rest.is_empty());
+        let mut words = words.iter().map(|&w| u32::from_le_bytes(w));
+        let state = if value < STATE_LOW {
+            let low = words.next().ok_or_else(|| {
+                compact_error(format!(
+                    "the state {value:#x} is below 2^31 and no flushed word follows"
+                ))
+            })?;
+            let state = (value << WORD_BITS) | low as u64;
+            if state >> 56 == 0 {
+                return Err(compact_error(format!(
+                    "the flushed state {state:#x} is below 2^56 (not canonical)"
+                )));
+            }
+            state
+        } else {
+            value
+        };
+        if !(STATE_LOW..STATE_HIGH).contains(&state) {
+            return Err(compact_error(format!(
+                "final state {state:#x} outside [2^31, 2^63)"
+            )));
+        }
+        let mut words: Vec<u32> = words.collect();
+        words.reverse();
+        Ok(AnsCoder {
+            state,
+            words,
+            quantizer: Quantizer::new(),
+        })
+    }
+}
+
+fn check_state(state: u64) -> CoreResult<()> {
+    if !(STATE_LOW..STATE_HIGH).contains(&state) {
+        return Err(CoreError::new(format!(
+            "an initial ANS state must lie in [2^31, 2^63), got {state:#x}"
+        )));
+    }
+    Ok(())
+}
+
+fn compact_error(msg: impl std::fmt::Display) -> CoreError {
+    CoreError::new(format!("corrupted compact ANS stream: {msg}"))
 }
 
 /// Checks that `len` floats form rows of `num_symbols` (and `expected` rows, if given);
@@ -493,6 +665,27 @@ impl AnsBatch {
         }
     }
 
+    /// One stream per initial state ([`AnsCoder::with_initial_state`]); an error names the
+    /// first state outside `[STATE_LOW, 2^63)`.
+    ///
+    /// ```
+    /// use ardm_core::ans::{AnsBatch, STATE_LOW};
+    /// let batch = AnsBatch::with_initial_states(&[STATE_LOW, STATE_LOW + 7]).unwrap();
+    /// assert_eq!(batch.states(), vec![STATE_LOW, STATE_LOW + 7]);
+    /// assert!(AnsBatch::with_initial_states(&[STATE_LOW, 0]).is_err());
+    /// ```
+    pub fn with_initial_states(states: &[u64]) -> CoreResult<Self> {
+        let coders = states
+            .iter()
+            .enumerate()
+            .map(|(b, &state)| {
+                AnsCoder::with_initial_state(state)
+                    .map_err(|e| CoreError::new(format!("stream {b}: {e}")))
+            })
+            .collect::<CoreResult<Vec<_>>>()?;
+        Ok(AnsBatch { coders })
+    }
+
     /// Wraps existing streams.
     pub fn from_coders(coders: Vec<AnsCoder>) -> Self {
         AnsBatch { coders }
@@ -639,6 +832,61 @@ impl AnsBatch {
     /// [`AnsCoder::num_bits`] of every stream.
     pub fn num_bits(&self) -> Vec<u64> {
         self.coders.iter().map(AnsCoder::num_bits).collect()
+    }
+
+    /// [`AnsCoder::state`] of every stream.
+    ///
+    /// ```
+    /// use ardm_core::ans::{AnsBatch, STATE_LOW};
+    /// assert_eq!(AnsBatch::new(2).states(), vec![STATE_LOW; 2]);
+    /// ```
+    pub fn states(&self) -> Vec<u64> {
+        self.coders.iter().map(AnsCoder::state).collect()
+    }
+
+    /// [`AnsCoder::num_words`] of every stream.
+    ///
+    /// ```
+    /// use ardm_core::ans::AnsBatch;
+    /// assert_eq!(AnsBatch::new(3).num_words(), vec![0; 3]);
+    /// ```
+    pub fn num_words(&self) -> Vec<usize> {
+        self.coders.iter().map(AnsCoder::num_words).collect()
+    }
+
+    /// [`AnsCoder::to_compact_bytes`] of every stream.
+    ///
+    /// ```
+    /// use ardm_core::ans::AnsBatch;
+    /// let mut batch = AnsBatch::new(2);
+    /// let logits = vec![0.0f32; 2 * 3 * 4];
+    /// batch.push(&[0, 1, 2, 3, 2, 1], &logits, 3, 4).unwrap();
+    /// let streams = batch.to_compact_bytes_list();
+    /// let mut back = AnsBatch::from_compact_bytes_list(&streams).unwrap();
+    /// assert_eq!(back.pop(&logits, 3, 4).unwrap(), vec![0, 1, 2, 3, 2, 1]);
+    /// ```
+    pub fn to_compact_bytes_list(&self) -> Vec<Vec<u8>> {
+        self.coders.iter().map(AnsCoder::to_compact_bytes).collect()
+    }
+
+    /// Streams from [`AnsBatch::to_compact_bytes_list`]; an error names the first bad stream.
+    ///
+    /// ```
+    /// use ardm_core::ans::AnsBatch;
+    /// let batch = AnsBatch::from_compact_bytes_list(&[vec![0x80, 0, 0, 0]]).unwrap();
+    /// assert_eq!(batch, AnsBatch::new(1));
+    /// assert!(AnsBatch::from_compact_bytes_list(&[&[0x80, 0, 0][..]]).is_err());
+    /// ```
+    pub fn from_compact_bytes_list<B: AsRef<[u8]>>(streams: &[B]) -> CoreResult<Self> {
+        let coders = streams
+            .iter()
+            .enumerate()
+            .map(|(b, bytes)| {
+                AnsCoder::from_compact_bytes(bytes.as_ref())
+                    .map_err(|e| CoreError::new(format!("stream {b}: {e}")))
+            })
+            .collect::<CoreResult<Vec<_>>>()?;
+        Ok(AnsBatch { coders })
     }
 }
 
@@ -817,6 +1065,258 @@ mod tests {
         assert!(coder.is_empty());
     }
 
+    /// The size `to_compact_bytes` must have: the state in its minimal 4 to 7 bytes, or a
+    /// state of 8 bytes as one flushed word plus 4 bytes.
+    fn compact_len(coder: &AnsCoder) -> usize {
+        let state_bits = 64 - coder.state().leading_zeros() as usize;
+        let head = if state_bits > 56 {
+            8
+        } else {
+            state_bits.div_ceil(8).max(4)
+        };
+        head + 4 * coder.num_words()
+    }
+
+    /// Checks the compact bytes of `coder` (size, canonical round trip) and returns them.
+    fn check_compact(coder: &AnsCoder) -> Vec<u8> {
+        let bytes = coder.to_compact_bytes();
+        assert_eq!(bytes.len(), compact_len(coder));
+        let state_bits = 64 - coder.state().leading_zeros() as u64;
+        let bits = 8 * bytes.len() as u64;
+        let words_bits = 32 * coder.num_words() as u64;
+        assert!(bits >= state_bits + words_bits);
+        assert!(bits <= coder.state().ilog2() as u64 + 8 + words_bits);
+        assert_ne!(bytes[0], 0);
+        let back = AnsCoder::from_compact_bytes(&bytes).unwrap();
+        assert_eq!(&back, coder);
+        bytes
+    }
+
+    #[test]
+    fn initial_state_bounds() {
+        for bad in [0, 1, STATE_LOW - 1, STATE_HIGH, u64::MAX] {
+            assert!(AnsCoder::with_initial_state(bad).is_err(), "{bad:#x}");
+            assert!(AnsBatch::with_initial_states(&[STATE_LOW, bad]).is_err());
+        }
+        for good in [
+            STATE_LOW,
+            STATE_LOW + 1,
+            (1 << 56) - 1,
+            1 << 56,
+            STATE_HIGH - 1,
+        ] {
+            let coder = AnsCoder::with_initial_state(good).unwrap();
+            assert_eq!((coder.state(), coder.num_words()), (good, 0));
+            assert_eq!(coder.is_empty(), good == STATE_LOW);
+            check_compact(&coder);
+            assert_eq!(AnsCoder::from_bytes(&coder.to_bytes()).unwrap(), coder);
+        }
+        assert_eq!(
+            AnsCoder::with_initial_state(STATE_LOW).unwrap(),
+            AnsCoder::new()
+        );
+        assert!(AnsBatch::with_initial_states(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn initial_state_round_trips() {
+        let mut rng = Lcg(5);
+        for k in [2usize, 16, 256, 1000, 65536] {
+            let lengths: &[usize] = if k == 65536 {
+                &[0, 1, 2, 7, 20]
+            } else {
+                &[0, 1, 2, 3, 10, 100, 1000]
+            };
+            for &n in lengths {
+                for start in [
+                    STATE_LOW,
+                    STATE_LOW + 0xdead_beef,
+                    (1 << 56) - 1,
+                    1 << 56,
+                    STATE_HIGH - 1,
+                    STATE_LOW + (rng.next() << 20 | rng.next()) % (STATE_HIGH - STATE_LOW),
+                ] {
+                    let style = (rng.next() % 4) as u8;
+                    let (symbols, logits) = data(&mut rng, n, k, style);
+                    let mut coder = AnsCoder::with_initial_state(start).unwrap();
+                    coder.push(&symbols, &logits, k).unwrap();
+                    let bytes = check_compact(&coder);
+                    for mut decoder in [
+                        AnsCoder::from_compact_bytes(&bytes).unwrap(),
+                        AnsCoder::from_bytes(&coder.to_bytes()).unwrap(),
+                    ] {
+                        assert_eq!(decoder.pop(&logits, k).unwrap(), symbols, "k={k} n={n}");
+                        assert_eq!((decoder.state(), decoder.num_words()), (start, 0));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compact_flushes_a_state_of_eight_bytes() {
+        // Uniform bits: every push of K = 2 doubles the state until it renormalizes at 2^62.
+        let row = [0.0f32, 0.0];
+        let mut coder = AnsCoder::new();
+        let mut pushed = Vec::new();
+        let mut flushed = 0;
+        while flushed < 3 || coder.num_words() < 2 {
+            let s = (pushed.len() % 3 == 0) as i64;
+            coder.push(&[s], &row, 2).unwrap();
+            pushed.push(s);
+            if coder.state() >> 56 != 0 {
+                flushed += 1;
+                let bytes = check_compact(&coder);
+                assert_eq!(bytes.len(), 8 + 4 * coder.num_words());
+                let head = u32::from_be_bytes(bytes[..4].try_into().unwrap());
+                assert_eq!(head as u64, coder.state() >> 32);
+                assert!((1 << 24..1 << 31).contains(&head));
+                let first = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+                assert_eq!(first, coder.state() as u32);
+                let mut decoder = AnsCoder::from_compact_bytes(&bytes).unwrap();
+                let mut popped = Vec::new();
+                for _ in 0..pushed.len() {
+                    popped.extend(decoder.pop(&row, 2).unwrap());
+                }
+                popped.reverse();
+                assert_eq!(popped, pushed);
+                assert!(decoder.is_empty());
+            }
+        }
+        // Every byte length 4 + 4w + j, j in 0..4, occurs on the way.
+        let mut coder = AnsCoder::new();
+        let mut seen = [false; 4];
+        for _ in 0..200 {
+            coder.push(&[1], &row, 2).unwrap();
+            seen[check_compact(&coder).len() % 4] = true;
+        }
+        assert_eq!(seen, [true; 4]);
+    }
+
+    #[test]
+    fn malformed_compact_inputs_are_errors() {
+        let bad: &[&[u8]] = &[
+            &[],
+            &[0x80],
+            &[0x80, 0, 0],
+            &[0, 0x80, 0, 0],                   // zero top byte
+            &[0, 0, 0, 0],                      // zero state
+            &[0, 1, 0, 0, 0],                   // k = 5, zero top byte
+            &[0, 0, 0, 0, 0x80, 0, 0],          // k = 7, zero top byte
+            &[0, 0, 0, 0, 0, 0, 0, 0],          // zero flushed value, non-canonical
+            &[0, 0xff, 0xff, 0xff, 1, 2, 3, 4], // flushed state below 2^56, non-canonical
+            &[0x7f, 0xff, 0xff, 0xff],          // a flushed value without its word
+            &[0x01, 0, 0, 0],                   // the same, smallest top byte
+        ];
+        for bytes in bad {
+            assert!(AnsCoder::from_compact_bytes(bytes).is_err(), "{bytes:?}");
+        }
+        let err = AnsBatch::from_compact_bytes_list(&[&[0x80, 0, 0, 0][..], &[0x80]]).unwrap_err();
+        assert!(err.0.starts_with("stream 1:"), "{err}");
+        // The smallest and largest states of each length are fine.
+        let good: &[(&[u8], u64)] = &[
+            (&[0x80, 0, 0, 0], STATE_LOW),
+            (&[0xff, 0xff, 0xff, 0xff], u32::MAX as u64),
+            (&[1, 0, 0, 0, 0], 1 << 32),
+            (&[0xff; 7], (1 << 56) - 1),
+            (&[1, 0, 0, 0, 0, 0, 0, 0], 1 << 56),
+            (
+                &[0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+                STATE_HIGH - 1,
+            ),
+        ];
+        for &(bytes, state) in good {
+            let coder = AnsCoder::from_compact_bytes(bytes).unwrap();
+            assert_eq!((coder.state(), coder.num_words()), (state, 0));
+            assert_eq!(coder.to_compact_bytes(), bytes);
+        }
+    }
+
+    #[test]
+    fn batch_with_initial_states_matches_single_streams() {
+        let mut rng = Lcg(13);
+        let (b, n, k) = (6usize, 50usize, 300usize);
+        let (symbols, logits) = data(&mut rng, b * n, k, 0);
+        let starts: Vec<u64> = (0..b as u64)
+            .map(|i| STATE_LOW + (i * 0x9e37_79b9) % (1 << 32))
+            .chain([(1 << 56) + 3])
+            .take(b)
+            .collect();
+        let mut batch = AnsBatch::with_initial_states(&starts).unwrap();
+        assert_eq!(batch.states(), starts);
+        batch.push(&symbols, &logits, n, k).unwrap();
+        let streams = batch.to_compact_bytes_list();
+        for i in 0..b {
+            let mut single = AnsCoder::with_initial_state(starts[i]).unwrap();
+            single
+                .push(
+                    &symbols[i * n..(i + 1) * n],
+                    &logits[i * n * k..(i + 1) * n * k],
+                    k,
+                )
+                .unwrap();
+            assert_eq!(streams[i], single.to_compact_bytes());
+            assert_eq!(batch.states()[i], single.state());
+            assert_eq!(batch.num_words()[i], single.num_words());
+        }
+        let mut back = AnsBatch::from_compact_bytes_list(&streams).unwrap();
+        assert_eq!(back, batch);
+        assert_eq!(back.pop(&logits, n, k).unwrap(), symbols);
+        assert_eq!(back.states(), starts);
+        assert_eq!(back.num_words(), vec![0; b]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_compact_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+            seed in any::<u64>(),
+            k in 2usize..300,
+            rows in 0usize..40,
+        ) {
+            let Ok(mut coder) = AnsCoder::from_compact_bytes(&bytes) else {
+                return Ok(());
+            };
+            // Canonical: the only bytes that read as this coder.
+            prop_assert_eq!(coder.to_compact_bytes(), bytes);
+            let mut rng = Lcg(seed);
+            let (_, logits) = data(&mut rng, rows, k, (seed % 4) as u8);
+            let before = coder.clone();
+            match coder.pop(&logits, k) {
+                Ok(symbols) => prop_assert_eq!(symbols.len(), rows),
+                Err(_) => prop_assert_eq!(coder, before),
+            }
+        }
+
+        #[test]
+        fn arbitrary_streams_pop_without_panicking(
+            words in proptest::collection::vec(any::<u32>(), 0..8),
+            state in any::<u64>(),
+            seed in any::<u64>(),
+            k in prop_oneof![Just(2usize), Just(16), Just(256), 2usize..1100],
+            rows in 1usize..30,
+        ) {
+            let mut coder = AnsCoder {
+                state: STATE_LOW + state % (STATE_HIGH - STATE_LOW),
+                words,
+                quantizer: Quantizer::new(),
+            };
+            let mut rng = Lcg(seed);
+            for _ in 0..4 {
+                let style = (rng.next() % 4) as u8;
+                let (_, logits) = data(&mut rng, rows, k, style);
+                if coder.pop(&logits, k).is_err() {
+                    break;
+                }
+                prop_assert!((STATE_LOW..STATE_HIGH).contains(&coder.state()));
+            }
+            let bytes = coder.to_compact_bytes();
+            prop_assert_eq!(AnsCoder::from_compact_bytes(&bytes).unwrap(), coder);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -826,20 +1326,27 @@ mod tests {
             k in 2usize..600,
             style in 0u8..4,
             sizes in proptest::collection::vec(0usize..60, 1..6),
+            start in prop_oneof![Just(STATE_LOW), STATE_LOW..STATE_HIGH],
+            compact in any::<bool>(),
         ) {
             let mut rng = Lcg(seed);
-            let mut coder = AnsCoder::new();
+            let mut coder = AnsCoder::with_initial_state(start).unwrap();
             let mut pushed = Vec::new();
             for &n in &sizes {
                 let (symbols, logits) = data(&mut rng, n, k, style);
                 coder.push(&symbols, &logits, k).unwrap();
                 pushed.push((symbols, logits));
             }
-            let mut coder = AnsCoder::from_bytes(&coder.to_bytes()).unwrap();
+            let mut coder = if compact {
+                AnsCoder::from_compact_bytes(&check_compact(&coder)).unwrap()
+            } else {
+                AnsCoder::from_bytes(&coder.to_bytes()).unwrap()
+            };
             for (symbols, logits) in pushed.iter().rev() {
                 prop_assert_eq!(&coder.pop(logits, k).unwrap(), symbols);
             }
-            prop_assert!(coder.is_empty());
+            prop_assert_eq!((coder.state(), coder.num_words()), (start, 0));
+            prop_assert_eq!(coder.is_empty(), start == STATE_LOW);
         }
     }
 }

@@ -498,10 +498,10 @@ const MIN_PROB_SUM: f64 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64
 fn quantum(w: f32, scale: f32) -> u32 {
     let y = w * scale;
     debug_assert!((0.0..=(TOTAL as f32) * 1.001).contains(&y));
-    // SAFETY: 0 <= w <= S and scale <= (TOTAL - K) / S * (1 + 2^-20) (module docs, step 4), so
-    // y is finite and in [0, 2^24 + 16]: it fits an i32, where truncation is the floor. The
-    // unchecked conversion is one instruction, the same as the vector kernels' `cvttps2dq`.
-    unsafe { y.to_int_unchecked::<i32>() as u32 }
+    // 0 <= w <= S and scale <= (TOTAL - K) / S * (1 + 2^-20) (module docs, step 4), so y is
+    // finite and in [0, 2^24 + 16]: it fits an i32, where truncation is the floor. The cast
+    // saturates, so a broken bound could never be undefined behaviour, only a wrong table.
+    y as i32 as u32
 }
 
 #[inline(always)]
@@ -688,7 +688,8 @@ mod lanes {
         fn eq_bits(self, a: Self::F, b: Self::F) -> u32;
         fn to_bits(self, a: Self::F) -> Self::I;
         fn bits_to_f(self, a: Self::I) -> Self::F;
-        /// Truncation toward zero of values that fit an i32.
+        /// Truncation toward zero. Exact for values that fit an i32 (all the kernels produce,
+        /// see `quantum`); any other lane gives some i32, never undefined behaviour.
         fn trunc(self, a: Self::F) -> Self::I;
         fn to_farray(self, a: Self::F) -> [f32; 8];
         /// The largest and the smallest lane (NaN-free lanes; any order of comparisons).
@@ -799,8 +800,30 @@ mod lanes {
         }
         #[inline(always)]
         fn trunc(self, a: [f32; 8]) -> [i32; 8] {
-            // SAFETY: callers pass values in [0, 2^25) (see `quantum`).
-            map(a, |x| unsafe { x.to_int_unchecked::<i32>() })
+            // `cvttps2dq` of SSE2, which every x86-64 CPU has: defined for every input (NaN
+            // and out-of-range lanes give i32::MIN), like the AVX2 lanes' `vcvttps2dq`. (The
+            // saturating `x as i32` costs extra instructions per lane in this hot loop.)
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+            {
+                use std::arch::x86_64::{
+                    __m128i, _mm_cvttps_epi32, _mm_loadu_ps, _mm_storeu_si128,
+                };
+                let mut out = [0i32; 8];
+                for (a, out) in a.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+                    // SAFETY: SSE2 is enabled at compile time, and the load and the store go
+                    // through 4 elements of an array.
+                    unsafe {
+                        let t = _mm_cvttps_epi32(_mm_loadu_ps(a.as_ptr()));
+                        _mm_storeu_si128(out.as_mut_ptr().cast::<__m128i>(), t);
+                    }
+                }
+                out
+            }
+            #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+            {
+                // Saturating: the same as truncation on every value that fits an i32.
+                map(a, |x| x as i32)
+            }
         }
         #[inline(always)]
         fn to_farray(self, a: [f32; 8]) -> [f32; 8] {
@@ -1335,6 +1358,29 @@ mod tests {
             }
             // SAFETY: `detect` found AVX2.
             unsafe { run(lanes) }
+        }
+    }
+
+    #[test]
+    fn trunc_is_defined_for_every_input() {
+        let a = [
+            0.0f32,
+            0.99,
+            16_777_232.0,
+            -2.5,
+            f32::NAN,
+            f32::INFINITY,
+            3e9,
+            -3e9,
+        ];
+        let t = Portable.trunc(a);
+        assert_eq!(t[..4], [0, 0, 16_777_232, -2]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(t[4..], [i32::MIN; 4]);
+            if let Some(lanes) = Avx2::detect() {
+                assert_eq!(lanes.to_iarray(lanes.trunc(lanes.load(&a))), t);
+            }
         }
     }
 

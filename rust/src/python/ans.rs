@@ -12,7 +12,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
-use crate::ans::{AnsBatch, AnsCoder};
+use crate::ans::{AnsBatch, AnsCoder, STATE_LOW};
 use crate::quantize::{self, Input};
 
 fn value_error(msg: impl Into<String>) -> PyErr {
@@ -159,6 +159,48 @@ fn bytes_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     )))
 }
 
+/// An ANS state from a Python integer; anything that is not an integer in [2^31, 2^63)
+/// (negative, too large, not an int) is a ValueError, never an OverflowError.
+fn state_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
+    let bad = || {
+        let shown = obj
+            .repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| type_name(obj));
+        value_error(format!(
+            "{name} must be an integer in [2^31, 2^63), got {shown}"
+        ))
+    };
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    let state: u64 = obj.extract().map_err(|_| bad())?;
+    if !(STATE_LOW..1 << 63).contains(&state) {
+        return Err(bad());
+    }
+    Ok(state)
+}
+
+/// A sequence of bytes/bytearray objects, copied.
+fn bytes_list_arg(streams: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
+    if streams.is_instance_of::<PyBytes>() || streams.is_instance_of::<PyString>() {
+        return Err(value_error(
+            "streams must be a sequence of bytes objects, got a single bytes/str",
+        ));
+    }
+    let iter = streams.try_iter().map_err(|_| {
+        value_error(format!(
+            "streams must be a sequence of bytes objects, got {}",
+            type_name(streams)
+        ))
+    })?;
+    let mut all = Vec::new();
+    for item in iter {
+        all.push(bytes_arg(&item?)?);
+    }
+    Ok(all)
+}
+
 /// Integer frequency tables (uint32, shape (N, K), each row summing to 2^24, every entry >= 1)
 /// of float32 logits of shape (N, K): the exact, platform-independent quantization the coder
 /// uses.
@@ -241,12 +283,19 @@ fn input_name(input: Input) -> &'static str {
 
 #[pymethods]
 impl PyAnsCoder {
-    /// An empty coder.
+    /// A coder whose state starts at `initial_state` (an int in [2^31, 2^63), default 2^31:
+    /// an empty coder). A decoder that pops everything ends at that state with no words, so
+    /// it can carry a checksum: see `state()`.
     #[new]
-    fn new() -> Self {
-        PyAnsCoder {
-            inner: AnsCoder::new(),
-        }
+    #[pyo3(signature = (initial_state = None), text_signature = "(initial_state=2147483648)")]
+    fn new(initial_state: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let state = match initial_state {
+            None => STATE_LOW,
+            Some(obj) => state_arg(obj, "initial_state")?,
+        };
+        Ok(PyAnsCoder {
+            inner: AnsCoder::with_initial_state(state)?,
+        })
     }
 
     /// Encodes `symbols[n]` (any integers, shape (N,)) under `softmax(logits[n])`, logits
@@ -305,6 +354,48 @@ impl PyAnsCoder {
         })
     }
 
+    /// The stream in the compact format (rust/src/ans.rs, "The compact byte format"): the
+    /// state in its minimal 4 to 7 bytes, big endian, then the 32-bit words in the order the
+    /// decoder reads them, little endian. Up to 7 bits above the state's bit length instead of
+    /// 64 bits for the state in `to_bytes()`.
+    ///
+    /// >>> AnsCoder().to_compact_bytes()
+    /// b'\x80\x00\x00\x00'
+    fn to_compact_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let coder = &self.inner;
+        let bytes = py.detach(|| coder.to_compact_bytes());
+        PyBytes::new(py, &bytes)
+    }
+
+    /// A coder from `to_compact_bytes()` output; ValueError for any bytes it cannot have
+    /// written.
+    ///
+    /// >>> AnsCoder.from_compact_bytes(AnsCoder(2**31 + 5).to_compact_bytes()).state()
+    /// 2147483653
+    #[staticmethod]
+    fn from_compact_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let bytes = bytes_arg(data)?;
+        let inner = py.detach(|| AnsCoder::from_compact_bytes(&bytes))?;
+        Ok(PyAnsCoder { inner })
+    }
+
+    /// The current state, an int in [2^31, 2^63). After popping every symbol it is the initial
+    /// state again (and `num_words()` is 0) exactly when the stream decoded as it was encoded.
+    ///
+    /// >>> import numpy as np
+    /// >>> c = AnsCoder(2**31 + 12345); c.push([1, 0], np.zeros((2, 3), np.float32))
+    /// >>> d = AnsCoder.from_compact_bytes(c.to_compact_bytes()); _ = d.pop(np.zeros((2, 3), np.float32))
+    /// >>> d.state() == 2**31 + 12345, d.num_words()
+    /// (True, 0)
+    fn state(&self) -> u64 {
+        self.inner.state()
+    }
+
+    /// The number of 32-bit words besides the state.
+    fn num_words(&self) -> usize {
+        self.inner.num_words()
+    }
+
     /// Size of `to_bytes()` in bits.
     fn num_bits(&self) -> u64 {
         self.inner.num_bits()
@@ -337,9 +428,14 @@ struct PyAnsCoderBatch {
 
 #[pymethods]
 impl PyAnsCoderBatch {
-    /// `num_streams` empty streams.
+    /// `num_streams` streams, empty or, given `initial_states` (a sequence of `num_streams`
+    /// ints in [2^31, 2^63), e.g. a list or a numpy integer array), starting at those states.
     #[new]
-    fn new(num_streams: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (num_streams, initial_states = None))]
+    fn new(
+        num_streams: &Bound<'_, PyAny>,
+        initial_states: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let count: i64 = num_streams.extract().map_err(|_| {
             value_error(format!(
                 "num_streams must be a non-negative integer, got {}",
@@ -348,8 +444,36 @@ impl PyAnsCoderBatch {
         })?;
         let count = usize::try_from(count)
             .map_err(|_| value_error(format!("num_streams must be non-negative, got {count}")))?;
+        let Some(initial_states) = initial_states.filter(|s| !s.is_none()) else {
+            return Ok(PyAnsCoderBatch {
+                inner: AnsBatch::new(count),
+            });
+        };
+        let what = "initial_states must be a sequence of ints, one per stream";
+        if initial_states.is_instance_of::<PyString>()
+            || initial_states.is_instance_of::<PyBytes>()
+            || initial_states.is_instance_of::<PyByteArray>()
+        {
+            return Err(value_error(format!(
+                "{what}, got {}",
+                type_name(initial_states)
+            )));
+        }
+        let iter = initial_states
+            .try_iter()
+            .map_err(|_| value_error(format!("{what}, got {}", type_name(initial_states))))?;
+        let mut states = Vec::with_capacity(count);
+        for (b, item) in iter.enumerate() {
+            states.push(state_arg(&item?, &format!("initial_states[{b}]"))?);
+        }
+        if states.len() != count {
+            return Err(value_error(format!(
+                "{count} streams but {} initial states",
+                states.len()
+            )));
+        }
         Ok(PyAnsCoderBatch {
-            inner: AnsBatch::new(count),
+            inner: AnsBatch::with_initial_states(&states)?,
         })
     }
 
@@ -405,21 +529,7 @@ impl PyAnsCoderBatch {
     /// A batch from a sequence of `to_bytes()` outputs.
     #[staticmethod]
     fn from_bytes_list(streams: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if streams.is_instance_of::<PyBytes>() || streams.is_instance_of::<PyString>() {
-            return Err(value_error(
-                "streams must be a sequence of bytes objects, got a single bytes/str",
-            ));
-        }
-        let iter = streams.try_iter().map_err(|_| {
-            value_error(format!(
-                "streams must be a sequence of bytes objects, got {}",
-                type_name(streams)
-            ))
-        })?;
-        let mut all = Vec::new();
-        for item in iter {
-            all.push(bytes_arg(&item?)?);
-        }
+        let all = bytes_list_arg(streams)?;
         Ok(PyAnsCoderBatch {
             inner: AnsBatch::from_bytes_list(&all)?,
         })
@@ -429,6 +539,36 @@ impl PyAnsCoderBatch {
     fn num_bits<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
         let bits: Vec<i64> = self.inner.num_bits().iter().map(|&b| b as i64).collect();
         bits.into_pyarray(py)
+    }
+
+    /// Every stream's `to_compact_bytes()`.
+    fn to_compact_bytes_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let batch = &self.inner;
+        let streams = py.detach(|| batch.to_compact_bytes_list());
+        let streams: Vec<Bound<'py, PyBytes>> =
+            streams.iter().map(|b| PyBytes::new(py, b)).collect();
+        PyList::new(py, streams)
+    }
+
+    /// A batch from a sequence of `to_compact_bytes()` outputs; ValueError naming the first
+    /// stream that is not one.
+    #[staticmethod]
+    fn from_compact_bytes_list(py: Python<'_>, streams: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let all = bytes_list_arg(streams)?;
+        let inner = py.detach(|| AnsBatch::from_compact_bytes_list(&all))?;
+        Ok(PyAnsCoderBatch { inner })
+    }
+
+    /// Every stream's state, uint64 (B,): each equals its initial state with `num_words()` 0
+    /// after popping everything that was pushed.
+    fn states<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u64>> {
+        self.inner.states().into_pyarray(py)
+    }
+
+    /// Every stream's number of 32-bit words besides the state, int64 (B,).
+    fn num_words<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        let words: Vec<i64> = self.inner.num_words().iter().map(|&w| w as i64).collect();
+        words.into_pyarray(py)
     }
 
     fn __repr__(&self) -> String {
