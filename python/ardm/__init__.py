@@ -9,7 +9,6 @@ Example:
     [0, 2]
 """
 
-from ardm import container
 from ardm._core import (
     AnsCoder,
     AnsCoderBatch,
@@ -23,22 +22,22 @@ from ardm._core import (
     random_orders,
     step_positions,
 )
-from ardm.ardm import OrderAgnosticARDM
-from ardm.codec import compress, decompress
+from ardm.coding import compress, decompress
+from ardm.models import ARDM, OrderAgnosticARDM, Policy, UpscaleARDM
 from ardm.pretrained import bundled_images, load
-from ardm.upscale import UpscaleARDM
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARDM",
     "AnsCoder",
     "AnsCoderBatch",
     "OrderAgnosticARDM",
+    "Policy",
     "UpscaleARDM",
     "budget_curve",
     "bundled_images",
     "compress",
-    "container",
     "decompress",
     "load",
     "naive_policy",

@@ -4,10 +4,11 @@ A run directory holds
 
 - ``model.safetensors``: the weights used for evaluation (the EMA weights during training), with the
   ``step_losses`` buffer inside;
-- ``config.json``: everything needed to rebuild the model (``model`` kind ``"oa"`` or
-  ``"upscale"``, ``net``, ``preset``, ``net_config``, ``num_classes``, ``data_shape``,
-  ``ce_weight``, ``order_seed``; for an upscale model also ``branch_factor``, ``parametrization``
-  and ``budget_split``) plus training facts (``dataset``, ``step``, ...). The per-step losses
+- ``config.json``: everything needed to rebuild the model (``model`` kind, a key of
+  ``ardm.models.MODEL_KINDS``; ``net``, a key of ``ardm.nets.NETS``, and its ``net_config``;
+  ``num_classes``, ``data_shape``, ``ce_weight``, ``order_seed``, ``modality``; and the kind's
+  own fields, e.g. ``branch_factor``, ``parametrization`` and ``budget_split`` of an upscale
+  model) plus training facts (``dataset``, ``step``, ...). The per-step losses
   (D for an order-agnostic model, S x D for an upscale one) are the ``step_losses`` buffer in the
   safetensors file;
 - ``train_state.pt`` (training only): raw weights, EMA weights, optimizer state, step and RNG state,
@@ -20,7 +21,7 @@ from a file (safetensors, ``weights_only=True``, JSON).
 Example:
     >>> import tempfile
     >>> from ardm.nets import build_net
-    >>> from ardm.ardm import OrderAgnosticARDM
+    >>> from ardm.models import OrderAgnosticARDM
     >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
     >>> d = tempfile.mkdtemp()
     >>> save_model(m, {"preset": "tiny"}, d)
@@ -35,22 +36,21 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from ardm.ardm import OrderAgnosticARDM
-from ardm.nets.unet import UNet, UNetConfig, build_net
-from ardm.upscale import UpscaleARDM
+from ardm.modalities import get_modality
+from ardm.models import ARDM, MODEL_KINDS
+from ardm.nets.registry import net_config, net_from_config
 
 __all__ = [
     "MODEL_FILE",
     "CONFIG_FILE",
     "TRAIN_STATE_FILE",
     "atomic_write_bytes",
-    "MODEL_KINDS",
     "model_config",
     "build_model",
     "save_model",
@@ -97,8 +97,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-ARDM = Union[OrderAgnosticARDM, UpscaleARDM]
-MODEL_KINDS = ("oa", "upscale")
+
 
 
 def _order_seed(value: Any) -> int:
@@ -108,40 +107,27 @@ def _order_seed(value: Any) -> int:
 
 
 def model_config(model: ARDM) -> dict[str, Any]:
-    """The part of ``config.json`` that describes the model itself.
+    """The part of ``config.json`` that describes the model itself (any kind, any net).
 
     Example:
         >>> from ardm.nets import build_net
+        >>> from ardm.models import UpscaleARDM
         >>> m = UpscaleARDM(build_net("tiny", 10, (1, 4, 4)), 10, (1, 4, 4), branch_factor=4)
         >>> c = model_config(m)
-        >>> c["model"], c["branch_factor"], c["parametrization"], c["order_seed"]
-        ('upscale', 4, 'data', 0)
+        >>> c["model"], c["net"], c["branch_factor"], c["parametrization"], c["order_seed"]
+        ('upscale', 'unet', 4, 'data', 0)
     """
-    net = model.net
-    if not isinstance(net, UNet):
-        raise ValueError(f"only U-Net models can be saved, got {type(net).__name__}")
-    config: dict[str, Any] = {
+    return {
         "format_version": FORMAT_VERSION,
-        "net": "unet",
-        "net_config": net.config.to_dict(),
-        "head": net.config.head,
+        "model": model.kind,
+        **net_config(model.net),
         "num_classes": model.num_classes,
         "data_shape": list(model.data_shape),
         "ce_weight": model.ce_weight,
-        "order_seed": _order_seed(getattr(model, "order_seed", 0)),
+        "order_seed": _order_seed(model.order_seed),
+        "modality": model.modality,
+        **model.kind_config(),
     }
-    if isinstance(model, UpscaleARDM):
-        config.update(
-            model="upscale",
-            branch_factor=model.branch_factor,
-            parametrization=model.parametrization,
-            budget_split=model.budget_split,
-        )
-    elif isinstance(model, OrderAgnosticARDM):
-        config.update(model="oa", absorbing_state=model.absorbing_state)
-    else:
-        raise ValueError(f"cannot save a {type(model).__name__}: expected an ARDM model")
-    return config
 
 
 def build_model(config: dict[str, Any]) -> ARDM:
@@ -149,6 +135,7 @@ def build_model(config: dict[str, Any]) -> ARDM:
 
     Example:
         >>> from ardm.nets import build_net
+        >>> from ardm.models import UpscaleARDM
         >>> m = UpscaleARDM(build_net("tiny", 10, (1, 4, 4)), 10, (1, 4, 4), branch_factor=4)
         >>> m.order_seed = 5
         >>> m2 = build_model(model_config(m))
@@ -156,42 +143,23 @@ def build_model(config: dict[str, Any]) -> ARDM:
         ('UpscaleARDM', 2, 5)
     """
     kind = config.get("model")
-    if kind not in MODEL_KINDS or config.get("net") != "unet":
-        raise ValueError(
-            f"unsupported model kind {kind!r} / net {config.get('net')!r} "
-            f"(kinds: {', '.join(MODEL_KINDS)}; net: unet)"
-        )
-    if config.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ValueError(f"config format {config['format_version']} is newer than this ardm")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unsupported model kind {kind!r} (kinds: {', '.join(MODEL_KINDS)})")
+    version = config.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"config format {version!r} is newer than this ardm")
     try:
-        net_config = UNetConfig.from_dict(config["net_config"])
         num_classes = int(config["num_classes"])
         data_shape = tuple(int(s) for s in config["data_shape"])
         ce_weight = float(config.get("ce_weight", 1e-3))
         order_seed = _order_seed(config.get("order_seed", 0))
-        net = build_net(net_config, num_classes, data_shape)
-        model: ARDM
-        if kind == "upscale":
-            model = UpscaleARDM(
-                net,
-                num_classes,
-                data_shape,
-                branch_factor=int(config["branch_factor"]),
-                parametrization=str(config.get("parametrization", "data")),
-                ce_weight=ce_weight,
-                budget_split=str(config.get("budget_split", "optimal")),
-            )
-        else:
-            model = OrderAgnosticARDM(
-                net,
-                num_classes,
-                data_shape,
-                absorbing_state=config.get("absorbing_state"),
-                ce_weight=ce_weight,
-            )
+        modality = get_modality(str(config.get("modality", "image"))).name
+        net = net_from_config(config, num_classes, data_shape)
+        model = MODEL_KINDS[kind].from_kind_config(net, num_classes, data_shape, ce_weight, config)
     except (KeyError, TypeError) as err:
         raise ValueError(f"config.json lacks or mistypes a model field: {err}") from err
     model.order_seed = order_seed
+    model.modality = modality
     return model
 
 

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args))
     except ValueError as err:
         print(f"ardm {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -19,7 +19,7 @@ within each), ``"equal"`` (the paper's equal split per stage, the DP within each
 Example:
     >>> import torch
     >>> from ardm.nets import build_net
-    >>> from ardm.ardm import OrderAgnosticARDM
+    >>> from ardm.models import OrderAgnosticARDM
     >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
     >>> x = torch.randint(0, 4, (6, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     >>> _ = m.estimate_step_losses(x)
@@ -35,22 +35,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ardm import _core
-from ardm.ardm import OrderAgnosticARDM
-from ardm.stage_budget import stage_costs
-from ardm.upscale import UpscaleARDM
+from ardm.modalities import get_modality
+from ardm.models import ARDM, Policy
+from ardm.models.stage_budget import stage_costs
 
 __all__ = [
     "EvalRow",
     "PolicySpec",
     "SampleResult",
-    "policy_calls",
     "resolve_run",
     "parse_budgets",
     "load_test_images",
@@ -60,22 +59,19 @@ __all__ = [
     "evaluate_budgets",
     "step_loss_curves",
     "sample_images",
-    "image_grid",
-    "save_grid",
 ]
 
-ARDM = Union[OrderAgnosticARDM, UpscaleARDM]
 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A named policy for one budget: ``policy`` is an int64 array of start steps (order-agnostic)
-    or one such array per stage (upscale); ``calls`` its network calls; ``predicted_bits`` the
-    DP's expected cost on the sorted step losses; ``stage_budgets`` the calls per stage (upscale).
+    """A named policy for one budget: ``policy`` is the :class:`~ardm.models.Policy` (one array
+    of start steps per stage); ``calls`` its network calls; ``predicted_bits`` the DP's expected
+    cost on the sorted step losses; ``stage_budgets`` the calls per stage (upscale only).
     """
 
     name: str
-    policy: Any
+    policy: Policy
     calls: int
     predicted_bits: float
     stage_budgets: tuple[int, ...] | None = None
@@ -137,6 +133,7 @@ def parse_budgets(text: str, model: ARDM) -> list[int]:
 
     Example:
         >>> from ardm.nets import build_net
+        >>> from ardm.models import OrderAgnosticARDM
         >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
         >>> parse_budgets("16, 4,1", m)
         [16, 4, 1]
@@ -161,9 +158,7 @@ def parse_budgets(text: str, model: ARDM) -> list[int]:
 
 
 def _budget_range(model: ARDM) -> tuple[int, int]:
-    if isinstance(model, UpscaleARDM):
-        return model.min_budget, model.max_budget
-    return 1, model.num_vars
+    return model.min_budget, model.max_budget
 
 
 def _dataset_name(config: dict[str, Any], data: str | None) -> str:
@@ -191,11 +186,9 @@ def load_test_images(
     """
     if count < 1:
         raise ValueError(f"the number of test images must be >= 1, got {count}")
-    from ardm.data import load_dataset
-
     name = _dataset_name(config, data)
     try:
-        images = load_dataset(name, "test")[:count]
+        images = get_modality(model.modality).load(name, "test")[:count]
     except ValueError as err:
         if tuple(model.data_shape) != (1, 28, 28):
             raise
@@ -213,10 +206,8 @@ def load_held_out_images(
     (never trained on), or the last ``count`` when the run's holdout is unknown."""
     if count < 1:
         raise ValueError(f"the number of held-out images must be >= 1, got {count}")
-    from ardm.data import load_dataset
-
     name = _dataset_name(config, data)
-    images = load_dataset(name, "train")
+    images = get_modality(model.modality).load(name, "train")
     holdout = int(config.get("train", {}).get("holdout") or count)
     images = images[images.shape[0] - min(holdout, count, images.shape[0]) :]
     return _check_images(images, model, name), f"{len(images)} held-out training images of {name}"
@@ -254,6 +245,7 @@ def policy_specs(model: ARDM, budget: int) -> list[PolicySpec]:
 
     Example:
         >>> from ardm.nets import build_net
+        >>> from ardm.models import UpscaleARDM
         >>> m = UpscaleARDM(build_net("tiny", 16, (1, 4, 4)), 16, (1, 4, 4), branch_factor=4)
         >>> _ = m.step_losses.copy_(torch.linspace(2, 1, 32, dtype=torch.float64).view(2, 16))
         >>> [(s.name, s.stage_budgets) for s in policy_specs(m, 5)]
@@ -262,50 +254,24 @@ def policy_specs(model: ARDM, budget: int) -> list[PolicySpec]:
     low, high = _budget_range(model)
     if not low <= budget <= high:
         raise ValueError(f"budget {budget} is out of range: this model takes {low}..{high} calls")
-    if isinstance(model, UpscaleARDM):
-        specs = []
-        for split in ("optimal", "equal"):
-            plan = model.plan(budget, split)
-            specs.append(
-                PolicySpec(
-                    split, plan.policies, int(sum(len(p) for p in plan.policies)), plan.cost,
-                    tuple(int(b) for b in plan.budgets),
-                )
-            )
-        naive = model.naive_policy(budget)
-        cost = float(stage_costs(model.step_losses.cpu().numpy(), naive).sum())
-        specs.append(
-            PolicySpec("naive", naive, sum(len(p) for p in naive), cost,
-                       tuple(len(p) for p in naive))
-        )
-        return specs
-    if not model.has_step_losses():
-        raise ValueError(
-            "step losses are not estimated; run estimate_step_losses(held_out_data) first"
-        )
-    losses = np.sort(model.step_losses.cpu().numpy())[::-1].copy()
-    optimal = model.policy(budget)
-    naive = np.asarray(model.naive_policy(budget), dtype=np.int64)
-    predicted = float(np.asarray(_core.budget_curve(losses))[min(budget, model.num_vars)])
-    return [
-        PolicySpec("optimal", optimal, len(optimal), predicted),
-        PolicySpec("naive", naive, len(naive), float(_core.policy_cost(losses, naive))),
-    ]
+    model._require_step_losses()
+    splits = ("optimal", "equal") if model.num_stages > 1 else ("optimal",)
+    specs = []
+    for split in splits:
+        plan = model.plan(budget, split)
+        policy = Policy(tuple(plan.policies))
+        specs.append(PolicySpec(split, policy, policy.calls, plan.cost, _stage_budgets(policy)))
+    naive = model.naive_policy(budget)
+    cost = float(stage_costs(model.stage_step_losses.cpu().numpy(), list(naive.stages)).sum())
+    specs.append(PolicySpec("naive", naive, naive.calls, cost, _stage_budgets(naive)))
+    return specs
+
+
+def _stage_budgets(policy: Policy) -> tuple[int, ...] | None:
+    return tuple(len(p) for p in policy.stages) if len(policy.stages) > 1 else None
 
 
 # ---- likelihood under budgets -------------------------------------------------------------------
-
-
-def _nll_bpd(model: ARDM, x: torch.Tensor, spec: PolicySpec, gen: torch.Generator) -> torch.Tensor:
-    if isinstance(model, UpscaleARDM):
-        return model.nll_bpd(x, policies=spec.policy, generator=gen)
-    return model.nll_bpd(x, policy=spec.policy, generator=gen)
-
-
-def _exact_bits(model: ARDM, x: torch.Tensor, spec: PolicySpec, order: np.ndarray) -> torch.Tensor:
-    if isinstance(model, UpscaleARDM):
-        return model.exact_nll_bits(x, order, spec.policy)
-    return model.exact_nll_bits(x, order, spec.policy)
 
 
 @torch.no_grad()
@@ -338,7 +304,7 @@ def evaluate_budgets(
     if x_all.shape[0] == 0:
         raise ValueError("need at least one test image")
     num_vars = model.num_vars
-    order = np.asarray(_core.random_order(num_vars, int(getattr(model, "order_seed", 0))))
+    order = np.asarray(_core.random_order(num_vars, model.order_seed))
     x_exact = x_all[:exact_images]
     plans = [(budget, spec) for budget in budgets for spec in policy_specs(model, budget)]
     work = sum(
@@ -355,7 +321,7 @@ def evaluate_budgets(
             for _ in range(repeats):
                 for lo in range(0, x_all.shape[0], batch_size):
                     x = x_all[lo : lo + batch_size]
-                    values.append(_nll_bpd(model, x, spec, gen).double().cpu())
+                    values.append(model.nll_bpd(x, policy=spec.policy, generator=gen).double().cpu())
                     bar.update(x.shape[0])
             v = torch.cat(values)
             sem = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
@@ -363,7 +329,7 @@ def evaluate_budgets(
             if x_exact.shape[0] and spec.calls <= exact_max_calls:
                 bits = torch.cat(
                     [
-                        _exact_bits(model, x_exact[lo : lo + batch_size], spec, order)
+                        model.exact_nll_bits(x_exact[lo : lo + batch_size], order, spec.policy)
                         for lo in range(0, x_exact.shape[0], batch_size)
                     ]
                 )
@@ -385,27 +351,18 @@ def step_loss_curves(model: ARDM) -> tuple[np.ndarray, np.ndarray]:
 
     Example:
         >>> from ardm.nets import build_net
+        >>> from ardm.models import OrderAgnosticARDM
         >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
         >>> _ = m.step_losses.copy_(torch.arange(16.0) % 3)
         >>> raw, ordered = step_loss_curves(m)
         >>> raw.shape, raw[0, :4].tolist(), ordered[0, :4].tolist()
         ((1, 16), [0.0, 1.0, 2.0, 0.0], [2.0, 2.0, 2.0, 2.0])
     """
-    raw = model.step_losses.detach().cpu().double().numpy().reshape(-1, model.num_vars)
+    raw = model.stage_step_losses.detach().cpu().double().numpy()
     return raw, -np.sort(-raw, axis=1)
 
 
 # ---- sampling -----------------------------------------------------------------------------------
-
-
-def policy_calls(policy: np.ndarray | list[np.ndarray]) -> int:
-    """Network calls of a policy: its steps, summed over the stages of an upscale model's list.
-
-    Example:
-        >>> policy_calls(np.array([0, 5, 9])), policy_calls([np.array([0, 5]), np.array([0])])
-        (3, 3)
-    """
-    return sum(len(p) for p in policy) if isinstance(policy, list) else len(policy)
 
 
 @torch.no_grad()
@@ -416,6 +373,7 @@ def sample_images(
 
     Example:
         >>> from ardm.nets import build_net
+        >>> from ardm.models import OrderAgnosticARDM
         >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
         >>> _ = m.step_losses.copy_(torch.linspace(2, 0.1, 16, dtype=torch.float64))
         >>> r = sample_images(m, budget=5, n=3)
@@ -431,50 +389,10 @@ def sample_images(
     calls_before = model.network_calls
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    if isinstance(model, UpscaleARDM):
-        images = model.sample(n, temperature=temperature, generator=gen, policies=policy)
-    else:
-        images = model.sample(n, temperature=temperature, generator=gen, policy=policy)
+    images = model.sample(n, temperature=temperature, generator=gen, policy=policy)
     if images.is_cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return SampleResult(
-        images.cpu(), model.network_calls - calls_before, policy_calls(policy), seconds
+        images.cpu(), model.network_calls - calls_before, policy.calls, seconds
     )
-
-
-def image_grid(images: torch.Tensor, num_classes: int, columns: int | None = None) -> np.ndarray:
-    """Images (n, C, H, W) with values 0..K-1 -> one uint8 grid (rows, cols[, 3]), 1-pixel gaps.
-
-    C = 1 gives grey, C = 3 colour; values are scaled to 0..255.
-
-    Example:
-        >>> image_grid(torch.zeros(5, 1, 2, 2, dtype=torch.long), 256).shape   # 2 rows of 3
-        (5, 8)
-    """
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected images (n, 1 or 3, H, W), got {tuple(images.shape)}")
-    n, c, h, w = images.shape
-    cols = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    values = images.long().clamp(0, num_classes - 1).numpy()
-    values = (values * 255 // max(num_classes - 1, 1)).astype(np.uint8)
-    grid = np.full((c, rows * (h + 1) - 1, cols * (w + 1) - 1), 255, dtype=np.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        grid[:, r * (h + 1) : r * (h + 1) + h, k * (w + 1) : k * (w + 1) + w] = values[i]
-    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
-
-
-def save_grid(images: torch.Tensor, num_classes: int, path: str | Path, scale: int = 2) -> Path:
-    """Save :func:`image_grid` of ``images`` as a PNG, each pixel ``scale`` x ``scale``."""
-    from PIL import Image
-
-    if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
-    grid = image_grid(images, num_classes)
-    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-    return path

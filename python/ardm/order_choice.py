@@ -17,10 +17,11 @@ from collections.abc import Iterable
 import torch
 
 from ardm import _core
+from ardm.models import ARDM
 
 
 @torch.no_grad()
-def order_bits(model: torch.nn.Module, data: torch.Tensor, budget: int, seed: int) -> float:
+def order_bits(model: ARDM, data: torch.Tensor, budget: int, seed: int) -> float:
     """Exact total -log2 p(data) under the order of ``seed`` and the budget's policy."""
     order = _core.random_order(model.num_vars, seed)
     policy = model.policy(budget)
@@ -28,7 +29,7 @@ def order_bits(model: torch.nn.Module, data: torch.Tensor, budget: int, seed: in
 
 
 def choose_order_seed(
-    model: torch.nn.Module,
+    model: ARDM,
     data: torch.Tensor,
     budget: int,
     seeds: Iterable[int] = range(8),

@@ -1,13 +1,20 @@
-"""Lossless compression of single data points with an ARDM and rANS (paper Sec. 5, "Lossless
-compression"): ``compress`` / ``decompress``.
+"""Lossless compression with an ARDM and rANS (paper Sec. 5, "Lossless compression"):
+``compress`` / ``decompress`` / ``split``.
 
 A fixed order (from a seed) and a policy (from the model's step losses and the budget) turn the
-model into a sequence of ``len(policy)`` network calls. Encoding walks the steps in reverse, since
-ANS is a stack, pushing each step's variables with their predicted distributions; decoding walks
-forward with the same calls. Every item is its own stream and can be decoded alone: no bits-back,
-no initial bits. Network outputs are made bit-identical between encode and decode by
-``ardm.deterministic`` (fixed evaluation shapes, one intra-op thread), and every item carries a
-CRC-32 of its data, so a mismatch is a ``ValueError``, never wrong data.
+model into a sequence of network calls, the model's :class:`~ardm.models.StepSchedule`.
+Encoding walks the calls in reverse, since ANS is a stack, pushing each call's symbols with their
+predicted distributions; decoding walks forward with the same calls. Two modes:
+
+- ``"joint"`` (the default): all items of one call in one stream, decoded in lockstep, the
+  header and the check paid once: the mode for a file or a dataset;
+- ``"independent"``: every item its own stream, decodable alone (:func:`split`), for random
+  access to records.
+
+The encoder streams: it holds the distributions of a few calls at a time (enough rows to fill the
+fixed evaluation chunks of :mod:`ardm.coding.deterministic`), never all of them, so memory does
+not grow with the number of calls. An item the model would code worse than its raw values is
+stored raw. Every stream's check is its coder's initial state (:mod:`ardm.coding.container`).
 
 Example:
     >>> import ardm, torch
@@ -20,143 +27,170 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, replace
-from typing import Protocol
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ardm import _core
-from ardm.container import (
-    DTYPES,
-    KIND_NAMES,
-    KIND_ORDER_AGNOSTIC,
-    Header,
-    data_checksum,
-    pack,
-    unpack,
+from ardm.coding.container import (
+    JOIN_CONCAT,
+    JOIN_STACK,
+    LAYOUT_BATCH,
+    LAYOUT_ONE,
+    LAYOUT_SEQUENCE,
+    StreamHeader,
+    check_state,
+    looks_like_version_1,
+    pack_streams,
+    unpack_streams,
 )
-from ardm.deterministic import evaluate_in_fixed_chunks
+from ardm.coding.deterministic import EVAL_ROWS, evaluate_in_fixed_chunks
+from ardm.coding.fields import FieldReader, FieldWriter
+from ardm.coding.fingerprint import model_fingerprint
+from ardm.coding.items import Items, from_items, item_lengths, to_items
+from ardm.modalities import get_modality
+from ardm.models import ARDM, StepSchedule
+
+__all__ = ["DEFAULT_BUDGET", "MODES", "compress", "decompress", "split", "blob_model"]
 
 DEFAULT_BUDGET = 100
+MODES = ("joint", "independent")
+# The encoder evaluates at most this many bytes of distributions at once.
+ENCODE_BLOCK_BYTES = 1 << 27
 
 
-class CodingSchedule(Protocol):
-    """How a model turns into network calls for coding: implemented once per model kind."""
-
-    kind: int
-    num_steps: int
-
-    def positions(self, step: int) -> np.ndarray:
-        """Flat positions whose symbols step ``step`` codes (same for every item)."""
-
-    def symbols(self, x_flat: torch.Tensor, step: int) -> np.ndarray:
-        """Symbols coded at ``step``, int64 (B, n), read from the full data."""
-
-    def state_before(self, x_flat: torch.Tensor, step: int) -> torch.Tensor:
-        """The partially known data the network sees before ``step`` (for batched encoding)."""
-
-    def initial_state(self, batch: int) -> torch.Tensor:
-        """The decoder's state before step 0."""
-
-    def apply(self, state: torch.Tensor, step: int, symbols: np.ndarray) -> torch.Tensor:
-        """The decoder's state after ``step`` decoded ``symbols``."""
-
-    def known(self, step: int) -> torch.Tensor:
-        """A (D,) tensor describing what is known of each variable before ``step`` (a bool mask
-        for the order-agnostic model, per-variable resolution levels for the upscale model)."""
-
-    def logits(
-        self, state: torch.Tensor, known: torch.Tensor, positions: torch.Tensor
-    ) -> torch.Tensor:
-        """Float logits (rows, n, k) of the symbols at ``positions`` (rows, n), from states and
-        what is known."""
+# ---- the schedule of a group of items of one length ---------------------------------------------
 
 
 @dataclass
-class OrderAgnosticSchedule:
-    """Coding schedule of an ``OrderAgnosticARDM``: policy step i codes order[t_i : t_{i+1}]."""
+class _Group:
+    """Items of one length m sharing the coding order of ``random_order(m, seed)`` and the
+    policy for m variables; positions past m are padding, known from the first call on."""
 
-    model: torch.nn.Module
-    order: np.ndarray
-    policy: np.ndarray
-    kind: int = KIND_ORDER_AGNOSTIC
+    indices: list[int]
+    schedule: StepSchedule
+    levels: list[torch.Tensor]  # (1, D) per call
+    positions: list[np.ndarray]  # the call's own positions, ascending
+    padded: list[torch.Tensor]  # (1, width) the same, padded with position 0
 
-    def __post_init__(self) -> None:
-        self.num_steps = len(self.policy)
-        self._ranks = torch.from_numpy(_core.order_ranks(self.order))
-        self._steps = [
-            _core.step_positions(self.order, self.policy, i) for i in range(self.num_steps)
-        ]
-
-    def positions(self, step: int) -> np.ndarray:
-        return self._steps[step]
-
-    def symbols(self, x_flat: torch.Tensor, step: int) -> np.ndarray:
-        return x_flat[:, self._steps[step]].numpy().astype(np.int64)
-
-    def state_before(self, x_flat: torch.Tensor, step: int) -> torch.Tensor:
-        return x_flat  # the model masks what is not known
-
-    def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.model.num_vars, dtype=torch.long)
-
-    def apply(self, state: torch.Tensor, step: int, symbols: np.ndarray) -> torch.Tensor:
-        state[:, self._steps[step]] = torch.from_numpy(symbols)
-        return state
-
-    def known(self, step: int) -> torch.Tensor:
-        return self._ranks < int(self.policy[step])
-
-    def logits(
-        self, state: torch.Tensor, known: torch.Tensor, positions: torch.Tensor
-    ) -> torch.Tensor:
-        shape = (state.shape[0], *self.model.data_shape)
-        return self.model.predict_logits(state.view(shape), known.view(shape), positions)
+    @classmethod
+    def build(cls, model: ARDM, indices: list[int], length: int, budget: int, seed: int) -> _Group:
+        ranks_np = np.full(model.num_vars, -1, dtype=np.int64)
+        ranks_np[:length] = _core.order_ranks(_core.random_order(length, seed))
+        ranks = torch.from_numpy(ranks_np).unsqueeze(0)
+        schedule = StepSchedule(model.policy(budget, num_vars=length), model.num_stages, length)
+        positions = [np.flatnonzero(schedule.in_step(s, ranks)[0].numpy()) for s in schedule]
+        width = max(len(p) for p in positions)
+        padded = []
+        for p in positions:
+            row = torch.zeros(1, width, dtype=torch.long)
+            row[0, : len(p)] = torch.from_numpy(p)
+            padded.append(row)
+        levels = [schedule.levels_before(s, ranks) for s in schedule]
+        return cls(indices, schedule, levels, positions, padded)
 
 
-def model_fingerprint(model: torch.nn.Module) -> int:
-    """16-bit fingerprint of a model: its kind, classes, data shape, weights and step losses.
-
-    Stored in every blob, so decoding with another model is caught before any decoding.
-    """
-    digest = hashlib.sha256()
-    facts = [type(model).__name__, model.num_classes, list(model.data_shape)]
-    digest.update(json.dumps(facts).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return int.from_bytes(digest.digest()[:2], "little")
+def _groups(model: ARDM, lengths: list[int], coded: list[bool], budget: int, seed: int) -> list[_Group]:
+    by_length: dict[int, list[int]] = {}
+    for i, (n, yes) in enumerate(zip(lengths, coded)):
+        if yes and n > 0:
+            by_length.setdefault(n, []).append(i)
+    return [
+        _Group.build(model, idx, n, budget, seed)
+        for n, idx in sorted(by_length.items(), key=lambda kv: -kv[0])
+    ]
 
 
-def _schedule_for(model: torch.nn.Module, budget: int, order_seed: int) -> CodingSchedule:
-    from ardm.ardm import OrderAgnosticARDM
-
-    if isinstance(model, OrderAgnosticARDM):
-        order = _core.random_order(model.num_vars, order_seed)
-        return OrderAgnosticSchedule(model, order, model.policy(budget))
-    upscale = _upscale_schedule_factory()
-    if upscale is not None and upscale[0](model):
-        return upscale[1](model, budget, order_seed)
-    raise ValueError(f"cannot compress with a {type(model).__name__}: expected an ARDM model")
+def _log_probs(model: ARDM, state: torch.Tensor, levels: torch.Tensor, padded: torch.Tensor) -> np.ndarray:
+    """Coding log-probabilities of every row, float32 (rows, width, k), in fixed chunks."""
+    return np.concatenate(
+        [out for _, out in evaluate_in_fixed_chunks(model.coding_log_probs, state, levels, padded)]
+    )
 
 
-def _upscale_schedule_factory():
-    try:
-        from ardm.upscale import UpscaleARDM, upscale_schedule
-    except ImportError:
-        return None
-    return (lambda m: isinstance(m, UpscaleARDM)), upscale_schedule
+# ---- encoding and decoding of the coded items ---------------------------------------------------
 
 
-def _check_budget(model: torch.nn.Module, budget: int | None) -> int:
-    # An upscale model needs at least one call per stage and can use one per variable and stage.
-    low = int(getattr(model, "min_budget", 1))
-    high = int(getattr(model, "max_budget", model.num_vars))
+Push = Callable[[np.ndarray, np.ndarray], None]
+
+
+def _encode_group(model: ARDM, group: _Group, values: torch.Tensor, push: Push) -> np.ndarray:
+    """Push every call of ``group`` in reverse; returns each item's ideal bits (float64 (n,))."""
+    n = values.shape[0]
+    steps = list(reversed(group.schedule.steps))
+    width, k = group.padded[0].shape[1], model.symbols_per_step
+    per_block = max(1, math.ceil(EVAL_ROWS / n))
+    per_block = max(1, min(per_block, ENCODE_BLOCK_BYTES // max(1, 4 * n * width * k)))
+    bits = np.zeros(n)
+    for lo in range(0, len(steps), per_block):
+        block = steps[lo : lo + per_block]
+        levels = torch.cat([group.levels[s.index].expand(n, -1) for s in block])
+        padded = torch.cat([group.padded[s.index].expand(n, -1) for s in block])
+        out = _log_probs(model, values.repeat(len(block), 1), levels, padded)
+        for j, step in enumerate(block):
+            pos = group.positions[step.index]
+            logits = np.ascontiguousarray(out[j * n : (j + 1) * n, : len(pos)])
+            symbols = model.next_symbols(values[:, pos], step.level).numpy()
+            picked = np.take_along_axis(logits, symbols[..., None], -1)[..., 0]
+            bits -= picked.astype(np.float64).sum(1) / math.log(2)
+            push(symbols, logits)
+    return bits
+
+
+def _decode_group(
+    model: ARDM, group: _Group, pop: Callable[[np.ndarray], np.ndarray]
+) -> torch.Tensor:
+    n = len(group.indices)
+    state = torch.zeros(n, model.num_vars, dtype=torch.long)
+    for step in group.schedule:
+        pos = group.positions[step.index]
+        out = _log_probs(
+            model, state, group.levels[step.index].expand(n, -1), group.padded[step.index].expand(n, -1)
+        )
+        symbols = pop(np.ascontiguousarray(out[:, : len(pos)]))
+        positions = torch.from_numpy(pos).unsqueeze(0).expand(n, -1)
+        state = model.apply_symbols(state, step.level, positions, torch.from_numpy(symbols))
+    return state
+
+
+def _raw_tables(num_classes: int) -> list[tuple[int, int]]:
+    """(divisor, alphabet) per digit of a raw value: uniform rows of at most 256 symbols."""
+    if num_classes <= 256:
+        return [(1, num_classes)]
+    digits = []
+    divisor = 1
+    while divisor < num_classes:
+        digits.append((divisor, min(256, math.ceil(num_classes / divisor))))
+        divisor *= 256
+    return digits[::-1]  # most significant digit first
+
+
+def _push_raw(push: Push, values: np.ndarray, num_classes: int) -> None:
+    """Push values under uniform distributions (decoded most significant digit first)."""
+    for divisor, alphabet in reversed(_raw_tables(num_classes)):
+        digits = (values // divisor) % 256 if alphabet == 256 else values // divisor
+        push(digits.reshape(1, -1), np.zeros((1, values.size, alphabet), np.float32))
+
+
+def _pop_raw(pop: Callable[[np.ndarray], np.ndarray], count: int, num_classes: int) -> np.ndarray:
+    values = np.zeros(count, dtype=np.int64)
+    for divisor, alphabet in _raw_tables(num_classes):
+        values += pop(np.zeros((1, count, alphabet), np.float32)).reshape(-1) * divisor
+    if count and int(values.max()) >= num_classes:
+        raise ValueError("corrupted blob: a raw value is out of range")
+    return values
+
+
+# ---- settings --------------------------------------------------------------------------------
+
+
+def _check_budget(model: ARDM, budget: object) -> int:
+    low, high = model.min_budget, model.max_budget
     if budget is None:
-        budget = min(max(DEFAULT_BUDGET, low), high)
+        return min(max(DEFAULT_BUDGET, low), high)
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
         raise ValueError(f"budget must be an integer number of network calls, got {budget!r}")
     if not low <= budget <= high:
@@ -164,184 +198,364 @@ def _check_budget(model: torch.nn.Module, budget: int | None) -> int:
     return int(budget)
 
 
-def _as_items(x, model: torch.nn.Module) -> tuple[torch.Tensor, str, bool]:
-    """Validate x and return (items as int64 (B, D), dtype name, whether x had a batch axis)."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.array(x))  # a copy: the input may be read-only
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be an integer tensor or array, got {type(x).__name__}")
-    dtype = str(x.dtype).removeprefix("torch.")
-    if dtype not in DTYPES:
-        raise ValueError(f"x must have an integer dtype ({', '.join(DTYPES)}), got {dtype}")
-    shape = tuple(model.data_shape)
-    if tuple(x.shape) == shape:
-        batched = False
-        x = x.unsqueeze(0)
-    elif x.dim() == len(shape) + 1 and tuple(x.shape[1:]) == shape:
-        batched = True
-    else:
-        raise ValueError(
-            f"x has shape {tuple(x.shape)}; this model codes {shape} or (n, *{shape})"
-        )
-    if x.shape[0] == 0:
-        raise ValueError("x holds no items")
-    flat = x.reshape(x.shape[0], -1).to(torch.int64)
-    low, high = int(flat.min()), int(flat.max())
-    if low < 0 or high >= model.num_classes:
-        raise ValueError(
-            f"x has values in [{low}, {high}]; this model codes 0..{model.num_classes - 1}"
-        )
-    return flat, dtype, batched
-
-
-def _padded_positions(schedule: CodingSchedule) -> torch.Tensor:
-    """(steps, n) positions of every step, padded with position 0 to the largest step.
-
-    Every row then has the same evaluation shape whether it is encoded or decoded, which is what
-    keeps the network's outputs bit-identical (see ``ardm.deterministic``).
-    """
-    steps = [schedule.positions(s) for s in range(schedule.num_steps)]
-    padded = torch.zeros(len(steps), max(len(p) for p in steps), dtype=torch.long)
-    for s, step_positions in enumerate(steps):
-        padded[s, : len(step_positions)] = torch.from_numpy(np.asarray(step_positions))
-    return padded
-
-
-def _first(rows: np.ndarray, count: int) -> np.ndarray:
-    """The logits of a step's own positions (the rest is padding), contiguous float32."""
-    return np.ascontiguousarray(rows[:, :count, :], dtype=np.float32)
-
-
-def compress(
-    x, model: torch.nn.Module | None = None, budget: int | None = None, order_seed=None
-) -> bytes:
-    """Compress integer data losslessly; every item of a batch is its own stream.
-
-    Args:
-        x: integer tensor (or array) of shape ``model.data_shape`` or ``(n, *model.data_shape)``.
-        model: an ARDM; ``None`` loads the shipped default.
-        budget: network calls per item (1..D; S..S*D for an upscale model with S stages);
-            ``None`` uses 100 within that range.
-        order_seed: the generation order's seed; ``None`` uses the model's chosen seed.
-    """
-    model = _resolve_model(model)
-    budget = _check_budget(model, budget)
-    items, dtype, batched = _as_items(x, model)
-    seed = _order_seed(model, order_seed)
-    schedule = _schedule_for(model, budget, seed)
-    num_items, steps = items.shape[0], schedule.num_steps
-
-    # Encoding knows all the data, so every (item, step) call is independent: batch them all.
-    step_of_row = np.repeat(np.arange(steps), num_items)
-    states = torch.cat([schedule.state_before(items, s) for s in range(steps)])
-    known = torch.stack([schedule.known(s) for s in range(steps)])[step_of_row]
-    positions = _padded_positions(schedule)
-    step_logits: list[list[np.ndarray]] = [[] for _ in range(steps)]
-    for rows, out in evaluate_in_fixed_chunks(
-        schedule.logits, states, known, positions[step_of_row]
-    ):
-        for step in np.unique(step_of_row[rows]):
-            in_step = step_of_row[rows] == step
-            step_logits[step].append(_first(out[in_step], len(schedule.positions(step))))
-
-    coder = _core.AnsCoderBatch(num_items)
-    for step in reversed(range(steps)):  # ANS is a stack: step 0 must be on top
-        logits = np.concatenate(step_logits[step])  # rows of a step are its items, in order
-        coder.push(schedule.symbols(items, step), logits)
-        step_logits[step] = []
-    header = Header(
-        kind=schedule.kind,
-        dtype=dtype,
-        batched=batched,
-        fingerprint=model_fingerprint(model),
-        budget=budget,
-        order_seed=seed,
-        checksums=[data_checksum(item.numpy()) for item in _typed_items(items, dtype)],
-        streams=coder.to_bytes_list(),
-    )
-    return pack(header)
-
-
-def decompress(blob: bytes, model: torch.nn.Module | None = None) -> torch.Tensor:
-    """Decode a blob made by ``compress`` with the same model: same shape and dtype, bit for bit.
-
-    Raises ``ValueError`` for a truncated, corrupted or foreign blob, a blob made by another model,
-    or any decode whose data does not reproduce its checksum.
-    """
-    header = unpack(blob)
-    model = _resolve_model(model)
-    fingerprint = model_fingerprint(model)
-    if header.fingerprint != fingerprint:
-        raise ValueError(
-            f"this blob was made by another model (fingerprint {header.fingerprint:04x}, "
-            f"this model {fingerprint:04x}); decompress it with the model that compressed it"
-        )
-    budget = _check_budget(model, header.budget)
-    schedule = _schedule_for(model, budget, header.order_seed)
-    if schedule.kind != header.kind:
-        raise ValueError(
-            f"this blob was made by an {KIND_NAMES[header.kind]} model, "
-            f"not this {KIND_NAMES[schedule.kind]} one"
-        )
-    coder = _core.AnsCoderBatch.from_bytes_list(header.streams)
-    state = schedule.initial_state(header.num_items)
-    positions = _padded_positions(schedule)
-    for step in range(schedule.num_steps):
-        known = schedule.known(step).expand(header.num_items, -1)
-        step_positions = positions[step].expand(header.num_items, -1)
-        chunks = evaluate_in_fixed_chunks(schedule.logits, state, known, step_positions)
-        count = len(schedule.positions(step))
-        logits = np.concatenate([_first(out, count) for _, out in chunks])
-        state = schedule.apply(state, step, coder.pop(logits))
-    if not all(_core.AnsCoder.from_bytes(b).is_empty() for b in coder.to_bytes_list()):
-        raise ValueError("corrupted blob: data left in a stream after decoding every step")
-    items = _typed_items(state, header.dtype)
-    for i, (item, checksum) in enumerate(zip(items, header.checksums)):
-        if data_checksum(item.numpy()) != checksum:
-            raise ValueError(
-                f"checksum mismatch in item {i}: the blob is corrupted or was made by a "
-                "different model or software version; no data is returned"
-            )
-    out = items.reshape(header.num_items, *model.data_shape)
-    return out if header.batched else out[0]
-
-
-def split(blob: bytes) -> list[bytes]:
-    """Split a batched blob into one blob per item, each decodable alone (no network calls).
-
-    Example:
-        >>> import ardm
-        >>> model = ardm.load()
-        >>> blob = ardm.compress(ardm.bundled_images()[:3], model, budget=10)
-        >>> [ardm.decompress(b, model).shape for b in ardm.codec.split(blob)][0]
-        torch.Size([1, 28, 28])
-    """
-    header = unpack(blob)
-    return [
-        pack(replace(header, batched=False, checksums=[checksum], streams=[stream]))
-        for checksum, stream in zip(header.checksums, header.streams)
-    ]
-
-
-def _typed_items(items: torch.Tensor, dtype: str) -> torch.Tensor:
-    return items.to(getattr(torch, dtype))
-
-
-def _order_seed(model: torch.nn.Module, order_seed) -> int:
+def _check_seed(model: ARDM, order_seed: object) -> int:
     if order_seed is None:
-        return int(getattr(model, "order_seed", 0))
-    if isinstance(order_seed, bool) or not isinstance(order_seed, (int, np.integer)):
+        return model.order_seed
+    if isinstance(order_seed, bool) or not isinstance(order_seed, (int, np.integer)) or order_seed < 0:
         raise ValueError(f"order_seed must be a non-negative integer, got {order_seed!r}")
-    if order_seed < 0:
-        raise ValueError(f"order_seed must be a non-negative integer, got {order_seed}")
     return int(order_seed)
 
 
-def _resolve_model(model):
+def _resolve_model(model: object) -> ARDM:
     if model is None:
         from ardm.pretrained import load
 
         return load()
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "num_vars"):
+    if not isinstance(model, ARDM):
         raise ValueError(f"model must be an ARDM (see ardm.load), got {type(model).__name__}")
     return model
+
+
+def _model_ref(model: ARDM) -> tuple[str | None, int]:
+    """(shipped name or None, fingerprint) of a model; a shipped model changed since it was
+    loaded is custom."""
+    fingerprint = model_fingerprint(model)
+    if model.shipped_name is not None and model.shipped_fingerprint == fingerprint:
+        return model.shipped_name, fingerprint
+    return None, fingerprint
+
+
+def _header(model: ARDM, layout: int, count: int, dtype: str, budget: int, seed: int) -> StreamHeader:
+    name, fingerprint = _model_ref(model)
+    header = StreamHeader(name, 0 if name else fingerprint & 0xFFFF, layout, count)
+    header.budget = None if budget == _check_budget(model, None) else budget
+    header.order_seed = None if seed == model.order_seed else seed
+    header.dtype = None if dtype == get_modality(model.modality).dtype else dtype
+    return header
+
+
+def _settings(model: ARDM, header: StreamHeader) -> tuple[str, int, int]:
+    """(dtype, budget, order seed) of a stream, the defaults filled in."""
+    dtype = get_modality(model.modality).dtype if header.dtype is None else header.dtype
+    budget = _check_budget(model, header.budget)
+    seed = model.order_seed if header.order_seed is None else header.order_seed
+    return dtype, budget, seed
+
+
+def _typed(values: torch.Tensor, lengths: list[int], dtype: str) -> list[np.ndarray]:
+    """Each item's own values in the dtype of the input (what the check covers)."""
+    typed = values.to(getattr(torch, dtype)).numpy()
+    return [row[:n] for row, n in zip(typed, lengths)]
+
+
+# ---- one stream ------------------------------------------------------------------------------
+
+
+def _encode_stream(
+    model: ARDM, items: Items, budget: int, seed: int, raw: list[bool]
+) -> tuple[bytes, np.ndarray]:
+    """One stream holding every item of ``items`` (decoded in lockstep); returns it and each
+    item's ideal model bits (NaN for raw items)."""
+    header = _header(model, items.layout, items.count, items.dtype, budget, seed)
+    header.raw = list(raw)
+    typed = _typed(items.values, items.lengths, items.dtype)
+    coder = _core.AnsCoder(header.initial_state(model_fingerprint(model), typed))
+    for i in reversed(range(len(raw))):  # raw values are decoded last: push them first
+        if raw[i]:
+            _push_raw(_flat_push(coder), items.values[i, : items.lengths[i]].numpy(), model.num_classes)
+    bits = np.full(len(raw), np.nan)
+    groups = _groups(model, items.lengths, [not r for r in raw], budget, seed)
+    for group in reversed(groups):  # group 0 is decoded first
+        values = items.values[group.indices]
+        bits[group.indices] = _encode_group(model, group, values, _flat_push(coder))
+    writer = FieldWriter()
+    header.write(writer)
+    writer.push_onto(coder)
+    return coder.to_compact_bytes(), bits
+
+
+def _flat_push(coder: _core.AnsCoder) -> Push:
+    def push(symbols: np.ndarray, logits: np.ndarray) -> None:
+        coder.push(symbols.reshape(-1), logits.reshape(-1, logits.shape[-1]))
+
+    return push
+
+
+def _decode_stream(model: ARDM, stream: bytes, header: StreamHeader, reader: FieldReader,
+                   coder: _core.AnsCoder) -> torch.Tensor:
+    dtype, budget, seed = _settings(model, header)
+    num_items = header.count if header.layout != LAYOUT_SEQUENCE else -(-header.count // model.num_vars)
+    _check_declared(num_items, model.num_vars, len(stream))
+    lengths = item_lengths(header.layout, header.count, model.num_vars)
+    header.read_raw_flags(reader, len(lengths))
+    pop = _flat_pop(coder)
+    values = torch.zeros(len(lengths), model.num_vars, dtype=torch.long)
+    for group in _groups(model, lengths, [not r for r in header.raw], budget, seed):
+        values[group.indices] = _decode_group(model, group, pop)
+    for i, raw in enumerate(header.raw):
+        if raw:
+            values[i, : lengths[i]] = torch.from_numpy(_pop_raw(pop, lengths[i], model.num_classes))
+    return _finish(model, coder.state(), coder.num_words(), header, model_fingerprint(model),
+                   values, lengths, dtype)
+
+
+def _check_declared(num_items: int, num_vars: int, stream_bytes: int) -> None:
+    # A symbol costs at least ~2e-5 bits (frequencies are at most 1 - K / 2^24), so a blob
+    # cannot hold more than about 4e5 values per byte: larger declarations are corrupted.
+    if num_items * num_vars > 400_000 * max(stream_bytes, 1) + num_vars:
+        raise ValueError(
+            f"corrupted blob: it declares {num_items} items of {num_vars} values in "
+            f"{stream_bytes} bytes"
+        )
+
+
+def _open_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHeader]:
+    coder = _core.AnsCoder.from_compact_bytes(stream)
+    reader = FieldReader(coder)
+    return coder, reader, StreamHeader.read_prefix(reader)
+
+
+# ---- independent streams, coded in lockstep --------------------------------------------------
+
+
+def _encode_independent(model: ARDM, items: Items, budget: int, seed: int) -> list[bytes]:
+    """One stream per item, each a complete one-item blob; the network calls of items of one
+    length are shared (their rows fill the evaluation chunks together)."""
+    fingerprint = model_fingerprint(model)
+    streams: list[bytes] = [b""] * len(items.lengths)
+    bits_per_value = math.log2(model.num_classes)
+    for length in sorted(set(items.lengths), reverse=True):
+        idx = [i for i, n in enumerate(items.lengths) if n == length]
+        values = items.values[idx]
+        # A full item is one item of data_shape; only a short last chunk stores its length.
+        layout = LAYOUT_ONE if length == model.num_vars else LAYOUT_SEQUENCE
+        count = length if layout == LAYOUT_SEQUENCE else 1
+        headers = []
+        for item in _typed(values, [length] * len(idx), items.dtype):
+            header = _header(model, layout, count, items.dtype, budget, seed)
+            header.raw = [False]
+            headers.append((header, header.initial_state(fingerprint, [item])))
+        batch = _core.AnsCoderBatch(len(idx), np.asarray([s for _, s in headers], np.uint64))
+        group = _Group.build(model, list(range(len(idx))), length, budget, seed)
+        bits = _encode_group(model, group, values, batch.push)
+        for j, (i, data) in enumerate(zip(idx, batch.to_compact_bytes_list())):
+            if bits[j] > length * bits_per_value:  # the model codes it worse than raw values
+                one = Items(values[j : j + 1], [length], layout, count, items.dtype)
+                streams[i] = _encode_stream(model, one, budget, seed, [True])[0]
+                continue
+            coder = _core.AnsCoder.from_compact_bytes(data)
+            writer = FieldWriter()
+            headers[j][0].write(writer)
+            writer.push_onto(coder)
+            streams[i] = coder.to_compact_bytes()
+    return streams
+
+
+@dataclass
+class _Opened:
+    """A one-item stream whose header has been read."""
+
+    model: ARDM
+    coder: _core.AnsCoder
+    header: StreamHeader
+    length: int
+
+
+def _decode_independent(streams: list[bytes], model: ARDM | None) -> list[torch.Tensor]:
+    """Decode one-item streams; those that share a schedule are decoded in lockstep."""
+    opened = []
+    loaded: dict[tuple, ARDM] = {}  # a shipped model is loaded once for all its streams
+    for stream in streams:
+        coder, reader, header = _open_stream(stream)
+        ref = (header.model, header.fingerprint16)
+        if ref not in loaded:
+            loaded[ref] = _model_for(header, model)
+        the_model = loaded[ref]
+        lengths = item_lengths(header.layout, min(header.count, 2 * the_model.num_vars),
+                               the_model.num_vars)
+        if header.layout == LAYOUT_BATCH or len(lengths) != 1:
+            raise ValueError("corrupted blob: a stream inside the frame holds more than one item")
+        header.read_raw_flags(reader, 1)
+        opened.append(_Opened(the_model, coder, header, lengths[0]))
+    out: list[torch.Tensor] = [torch.empty(0)] * len(streams)
+    groups: dict[tuple, list[int]] = {}
+    for i, o in enumerate(opened):
+        key = (id(o.model), o.length, _settings(o.model, o.header), o.header.raw[0])
+        groups.setdefault(key, []).append(i)
+    for (_, length, (dtype, budget, seed), raw), idx in groups.items():
+        the_model = opened[idx[0]].model
+        fingerprint = model_fingerprint(the_model)
+        if raw:
+            for i in idx:
+                o = opened[i]
+                values = torch.zeros(1, the_model.num_vars, dtype=torch.long)
+                raw_values = _pop_raw(_flat_pop(o.coder), length, the_model.num_classes)
+                values[0, :length] = torch.from_numpy(raw_values)
+                out[i] = _finish(the_model, o.coder.state(), o.coder.num_words(), o.header,
+                                 fingerprint, values, [length], dtype)
+            continue
+        batch = _core.AnsCoderBatch.from_compact_bytes_list(
+            [opened[i].coder.to_compact_bytes() for i in idx]
+        )
+        group = _Group.build(the_model, list(range(len(idx))), length, budget, seed)
+        values = _decode_group(the_model, group, batch.pop)
+        states, words = batch.states(), batch.num_words()
+        for j, i in enumerate(idx):
+            out[i] = _finish(the_model, int(states[j]), int(words[j]), opened[i].header,
+                             fingerprint, values[j : j + 1], [length], dtype)
+    return out
+
+
+def _finish(model: ARDM, state: int, words_left: int, header: StreamHeader, fingerprint: int,
+            values: torch.Tensor, lengths: list[int], dtype: str) -> torch.Tensor:
+    """Check the decoder's end state against the check of the decoded data; the data."""
+    check_state(state, words_left, header.initial_state(fingerprint, _typed(values, lengths, dtype)))
+    return from_items(values, lengths, header.layout, model.data_shape, dtype)
+
+
+def _flat_pop(coder: _core.AnsCoder) -> Callable[[np.ndarray], np.ndarray]:
+    def pop(logits: np.ndarray) -> np.ndarray:
+        return coder.pop(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape[:-1])
+
+    return pop
+
+
+# ---- the public API --------------------------------------------------------------------------
+
+
+def compress(
+    x: object,
+    model: ARDM | None = None,
+    budget: int | None = None,
+    order_seed: int | None = None,
+    mode: str = "joint",
+) -> bytes:
+    """Compress integer data losslessly.
+
+    Args:
+        x: an item of shape ``model.data_shape``, a batch ``(n, *model.data_shape)`` or, for a
+            model of 1-D items, a 1-D sequence (tensor, array or ``bytes``) of any length.
+        model: an ARDM; ``None`` loads the shipped default.
+        budget: network calls per item (``model.min_budget .. model.max_budget``); ``None``
+            uses 100 within that range.
+        order_seed: the coding order's seed; ``None`` uses the model's chosen seed.
+        mode: ``"joint"`` (one stream, overhead paid once) or ``"independent"`` (every item its
+            own stream, decodable alone: see :func:`split`).
+
+    Example:
+        >>> import ardm
+        >>> blob = ardm.compress(ardm.bundled_images()[0], budget=10)   # one 1x28x28 image
+        >>> ardm.decompress(blob).shape
+        torch.Size([1, 28, 28])
+    """
+    model = _resolve_model(model)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    budget = _check_budget(model, budget)
+    seed = _check_seed(model, order_seed)
+    items = to_items(x, model.data_shape, model.num_classes)
+    raw_bits = [n * math.log2(model.num_classes) for n in items.lengths]
+    with torch.no_grad():
+        if mode == "joint" or items.layout == LAYOUT_ONE:
+            raw = [False] * len(items.lengths)
+            stream, bits = _encode_stream(model, items, budget, seed, raw)
+            worse = [bool(b > r) for b, r in zip(bits, raw_bits)]
+            if any(worse):  # rare: code again with those items raw
+                stream, _ = _encode_stream(model, items, budget, seed, worse)
+            return stream
+        streams = _encode_independent(model, items, budget, seed)
+        joiner = JOIN_CONCAT if items.layout == LAYOUT_SEQUENCE else JOIN_STACK
+        if not streams:  # an empty sequence: one stream that says so
+            stream, _ = _encode_stream(model, items, budget, seed, [])
+            return stream
+        return pack_streams(streams, joiner)
+
+
+def decompress(blob: bytes, model: ARDM | None = None) -> torch.Tensor:
+    """Decode a blob made by :func:`compress`: the same shape, length and dtype, bit for bit.
+
+    ``model`` None loads the shipped model the blob names. Raises ``ValueError`` for a
+    truncated, corrupted or foreign blob, a blob made by another model, or any decode whose
+    result does not reproduce the blob's check: wrong data never comes back.
+    """
+    joiner, streams = unpack_streams(blob)
+    try:
+        with torch.no_grad():
+            if joiner is None:
+                parts = [_decode_one(streams[0], model)]
+            else:
+                parts = _decode_independent(streams, model)
+    except ValueError:
+        if looks_like_version_1(bytes(blob)):
+            raise ValueError(
+                "this is a format-1 blob (ardm 0.1); this release reads format 2: decompress it "
+                "with ardm 0.1 and compress it again"
+            ) from None
+        raise
+    if joiner is None:
+        return parts[0]
+    if joiner == JOIN_CONCAT:
+        return torch.cat(parts)
+    return torch.stack(parts)
+
+
+def _decode_one(stream: bytes, model: ARDM | None) -> torch.Tensor:
+    coder, reader, header = _open_stream(stream)
+    model = _model_for(header, model)
+    if header.layout == LAYOUT_BATCH and header.count == 0:
+        raise ValueError("corrupted blob: a batch of no items")
+    return _decode_stream(model, stream, header, reader, coder)
+
+
+def _model_for(header: StreamHeader, model: ARDM | None) -> ARDM:
+    if model is not None:
+        model = _resolve_model(model)
+        if header.model is None and header.fingerprint16 != model_fingerprint(model) & 0xFFFF:
+            raise ValueError(
+                f"this blob was made by another model (fingerprint {header.fingerprint16:04x}, "
+                f"this model {model_fingerprint(model) & 0xFFFF:04x}); decompress it with the "
+                "model that compressed it"
+            )
+        return model
+    if header.model is None:
+        raise ValueError(
+            f"this blob was made by a model of your own (fingerprint {header.fingerprint16:04x}); "
+            "pass it: decompress(blob, model=ardm.load(RUN_DIR)) or ardm decompress --model RUN_DIR"
+        )
+    from ardm.pretrained import load
+
+    return load(header.model)
+
+
+def blob_model(blob: bytes) -> str | None:
+    """The shipped model a blob names, or None for a model of the user's own (no decoding).
+
+    Example:
+        >>> import ardm
+        >>> blob_model(ardm.compress(ardm.bundled_images()[0], budget=5))
+        'fashion-mnist'
+    """
+    _, streams = unpack_streams(blob)
+    return _open_stream(streams[0])[2].model
+
+
+def split(blob: bytes) -> list[bytes]:
+    """Split an independent blob into one blob per item, each decodable alone (no network
+    calls: the items' streams are sliced out).
+
+    Example:
+        >>> import ardm
+        >>> blob = ardm.compress(ardm.bundled_images()[:3], budget=10, mode="independent")
+        >>> [ardm.decompress(b).shape for b in ardm.coding.split(blob)][0]
+        torch.Size([1, 28, 28])
+    """
+    joiner, streams = unpack_streams(blob)
+    if joiner is None:
+        header = _open_stream(streams[0])[2]
+        if header.layout != LAYOUT_ONE and header.count > 1:
+            raise ValueError(
+                "this blob is one joint stream (mode='joint'); compress with mode='independent' "
+                "to get items that decode alone"
+            )
+    return streams
+

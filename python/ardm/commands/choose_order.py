@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ardm.checkpoint import CONFIG_FILE, atomic_write_bytes, load_model, read_config
-from ardm.data import load_dataset
+from ardm.modalities import get_modality
 from ardm.order_choice import choose_order_seed
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     data_name = args.data or config.get("dataset") or config.get("train", {}).get("data")
     if not data_name:
         raise ValueError("the run does not name its dataset; pass --data")
-    data = load_dataset(data_name, "train")[: args.images]
+    data = get_modality(model.modality).load(data_name, "train")[: args.images]
     seeds = tqdm(range(args.seeds), desc="orders", unit="seed")
     best, bits = choose_order_seed(model, data, args.budget, seeds)
     dims = data.numel()

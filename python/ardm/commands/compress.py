@@ -1,4 +1,9 @@
-"""`ardm compress`: image or array files in, one .ardm blob per file out."""
+"""``ardm compress``: files in, one .ardm blob per file out.
+
+Example:
+    ardm compress shirt.png                      # -> shirt.png.ardm, the shipped image model
+    ardm compress a.png b.npy -o out/ --budget 50
+"""
 
 from __future__ import annotations
 
@@ -7,45 +12,57 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ardm.codec import compress
-from ardm.files import read_array
-from ardm.pretrained import load
+from ardm.coding import compress
+from ardm.modalities import get_modality, modality_for_path
+from ardm.pretrained import load, shipped_model_for
+
+__all__ = ["add_parser", "run", "output_paths"]
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compress",
-        help="compress images (.png) or arrays (.npy) losslessly",
-        description="Compress each input file into its own .ardm blob. With one input, -o names "
-        "the output file; with several, -o names a directory (default: beside each input).",
+        help="compress files losslessly (images: .png or .npy)",
+        description="Compress each input file into its own .ardm blob. The model is chosen by "
+        "the file's type (or --model) and found again from the blob at decompress. With one "
+        "input, -o names the output file; with several, -o names a directory (default: beside "
+        "each input). Each file is one joint stream (overhead paid once); --independent gives "
+        "every item of a file its own stream, decodable alone.",
     )
-    p.add_argument("inputs", nargs="+", help=".png images or .npy integer arrays")
+    p.add_argument("inputs", nargs="+", help="files to compress")
     p.add_argument("-o", "--output", help="output file (one input) or directory (several)")
-    p.add_argument("--budget", type=int, default=None, help="network calls per item (1..D)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="network calls per item (default: 100, within the model's range)")
     p.add_argument("--model", default=None, help="shipped model name or run directory")
+    p.add_argument("--independent", action="store_true",
+                   help="every item its own stream (random access; a few bytes more per item)")
     return p
 
 
-
-def output_paths(inputs: list[str], output: str | None, suffix_of) -> list[Path]:
+def output_paths(inputs: list[str], output: str | None, name_of) -> list[Path]:
     paths = [Path(p) for p in inputs]
     if output is not None and len(paths) == 1 and not Path(output).is_dir():
         return [Path(output)]
     folder = Path(output) if output is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    return [(folder or p.parent) / suffix_of(p) for p in paths]
+    return [(folder or p.parent) / name_of(p) for p in paths]
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load(args.model)
     outputs = output_paths(args.inputs, args.output, lambda p: p.name + ".ardm")
+    models: dict[str, object] = {}
     total_in = total_out = 0
+    mode = "independent" if args.independent else "joint"
     for source, target in tqdm(
         list(zip(args.inputs, outputs)), desc="compress", unit="file", disable=len(outputs) < 2
     ):
-        array = read_array(source, model.data_shape)
-        blob = compress(array, model, budget=args.budget)
+        name = args.model or shipped_model_for(modality_for_path(source), source)
+        if name not in models:
+            models[name] = load(name)
+        model = models[name]
+        data = get_modality(model.modality).read_file(source, model.data_shape)  # type: ignore[attr-defined]
+        blob = compress(data, model, budget=args.budget, mode=mode)  # type: ignore[arg-type]
         target.write_bytes(blob)
         total_in += Path(source).stat().st_size
         total_out += len(blob)

@@ -1,4 +1,8 @@
-"""`ardm decompress`: .ardm blobs back to the exact images or arrays."""
+"""``ardm decompress``: .ardm blobs back to the exact data, in the file's own format.
+
+Example:
+    ardm decompress shirt.png.ardm               # -> shirt.png, the model named by the blob
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ardm.codec import decompress
+from ardm.coding import blob_model, decompress
 from ardm.commands.compress import output_paths
-from ardm.files import default_output_suffix, write_array
+from ardm.modalities import get_modality
 from ardm.pretrained import load
 
+__all__ = ["add_parser", "run"]
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = subparsers.add_parser(
         "decompress",
         help="restore files compressed by `ardm compress`, bit for bit",
-        description="Decompress .ardm blobs. Output type follows -o's suffix (.png or .npy); by "
-        "default the .ardm suffix is dropped and .png is used for 8-bit images, else .npy.",
+        description="Decompress .ardm blobs with the model each blob names (or --model, for a "
+        "model of your own). The output type follows -o's suffix; by default the .ardm suffix "
+        "is dropped (images: .png for 8-bit images, else .npy, when no suffix is left).",
     )
     d.add_argument("inputs", nargs="+", help=".ardm files")
     d.add_argument("-o", "--output", help="output file (one input) or directory (several)")
@@ -27,15 +34,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load(args.model)
-    blobs = [Path(p).read_bytes() for p in args.inputs]
-    arrays = []
-    for blob in tqdm(blobs, desc="decompress", unit="file", disable=len(blobs) < 2):
-        arrays.append(decompress(blob, model).numpy())
     targets = output_paths(args.inputs, args.output, lambda p: p.name.removesuffix(".ardm"))
-    for array, target in zip(arrays, targets):
-        if not target.suffix:
-            target = target.with_name(target.name + default_output_suffix(array))
-        write_array(target, array)
-        print(f"{target}: {array.shape} {array.dtype}")
+    models: dict[str, object] = {}
+    for source, target in tqdm(
+        list(zip(args.inputs, targets)), desc="decompress", unit="file", disable=len(targets) < 2
+    ):
+        blob = Path(source).read_bytes()
+        name = args.model or blob_model(blob)
+        if name is None:
+            raise ValueError(
+                f"{source} was made by a model of your own; pass it with --model RUN_DIR"
+            )
+        if name not in models:
+            models[name] = load(name)
+        model = models[name]
+        data = decompress(blob, model).numpy()  # type: ignore[arg-type]
+        written = get_modality(model.modality).write_file(target, data)  # type: ignore[attr-defined]
+        print(f"{written}: {data.shape} {data.dtype}")
     return 0

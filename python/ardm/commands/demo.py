@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ardm.codec import compress, decompress
+from ardm.coding.codec import compress, decompress
 from ardm.pretrained import bundled_images, load
 
 

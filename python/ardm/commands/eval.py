@@ -130,11 +130,10 @@ def run(args: argparse.Namespace) -> int:
     if args.exact_images < 0 or args.exact_max_calls < 0:
         raise ValueError("--exact-images and --exact-max-calls must be >= 0")
     model, config = resolve_run(args.run)
-    kind = "upscale" if hasattr(model, "num_stages") else "order-agnostic"
-    low = int(getattr(model, "min_budget", 1))
-    high = int(getattr(model, "max_budget", model.num_vars))
+    kind = "upscale" if model.num_stages > 1 else "order-agnostic"
+    low, high = model.min_budget, model.max_budget
     budgets = parse_budgets(args.budgets or _default_budgets(low, high), model)
-    extra = f", S = {model.num_stages} stages of b = {model.branch_factor}" if kind == "upscale" else ""
+    extra = f", S = {model.num_stages} stages of b = {model.symbols_per_step}" if kind == "upscale" else ""
     print(
         f"{args.run or 'shipped model'}: {kind} ARDM, D = {model.num_vars}, "
         f"K = {model.num_classes}{extra}; budgets {low}..{high}"

@@ -13,8 +13,8 @@ from ardm.evaluate import (
     load_held_out_images,
     resolve_run,
     sample_images,
-    save_grid,
 )
+from ardm.modalities import get_modality
 
 __all__ = ["add_parser", "run"]
 
@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run ``ardm sample`` with parsed arguments; returns the exit status."""
     model, config = resolve_run(args.run)
-    high = int(getattr(model, "max_budget", model.num_vars))
+    high = model.max_budget
     budget = min(args.budget, high)
     if budget < high and not model.has_step_losses():
         held, source = load_held_out_images(model, config, args.holdout_size, args.data)
@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(
             f"sampling made {result.calls} network calls, the policy has {result.policy_calls}"
         )
-    path = save_grid(result.images, model.num_classes, args.output, args.scale)
+    path = get_modality(model.modality).save_preview(
+        result.images, model.num_classes, args.output, scale=args.scale
+    )
     print(
         f"{args.n} samples, budget {budget}: {result.calls} network calls in "
         f"{result.seconds:.2f} s ({args.n / result.seconds:.1f} images/s, "

@@ -1,4 +1,4 @@
-"""``ardm train``: train an order-agnostic or upscale ARDM on an image dataset.
+"""``ardm train``: train an order-agnostic or upscale ARDM on a dataset of any modality.
 
 Example:
     ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ardm.nets.unet import HEADS, UNET_PRESETS
-from ardm.stage_budget import SPLITS
-from ardm.upscale import PARAMETRIZATIONS
+from ardm.modalities import MODALITIES
+from ardm.models import MODEL_KINDS, PARAMETRIZATIONS
+from ardm.models.stage_budget import SPLITS
+from ardm.nets import HEADS, NETS
 
 __all__ = ["add_parser", "run", "main"]
 
 DESCRIPTION = """\
-Train an order-agnostic ARDM (Hoogeboom et al. 2022) on images, or with --model upscale an
-upscale ARDM that generates pixel values coarse to fine, one base-b digit per stage
-(S = ceil(log_b 256) stages). Writes a run directory with model.safetensors (EMA weights +
-per-step losses, estimated on held-out training images at the end: D of them, or S x D for an
+Train an order-agnostic ARDM (Hoogeboom et al. 2022), or with --model upscale an upscale ARDM
+that generates values coarse to fine, one base-b digit per stage (S = ceil(log_b K) stages).
+Writes a run directory with model.safetensors (EMA weights + per-step losses, estimated on
+held-out training items at the end: D of them, or S x D for an
 upscale model), config.json, train_state.pt (for --resume) and metrics.jsonl. Under torchrun
 (WORLD_SIZE > 1) it trains with DistributedDataParallel.
 
@@ -28,33 +29,38 @@ examples:
   ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
   ardm train --model upscale --branch-factor 4 --parametrization data --out runs/fm-up
   ardm train --out runs/fm --resume ...            # continue after an interruption
-  torchrun --nproc_per_node=4 -m ardm.train --device cuda --preset base --out runs/base
+  torchrun --nproc_per_node=4 -m ardm.training --device cuda --preset base --out runs/base
 """
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ardm.train import TrainConfig
+    from ardm.training.config import TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     add = parser.add_argument
     add("--out", required=True, help="run directory (created; checkpoints are written here)")
-    add("--data", default=defaults["data"],
-        help="'fashion-mnist' (Debian package dataset-fashion-mnist) or a directory of MNIST IDX "
-             "files or CIFAR-10 python batches (default: %(default)s)")
-    add("--model", default=defaults["model"], choices=["oa", "upscale"],
+    add("--modality", default=defaults["modality"], choices=sorted(MODALITIES),
+        help="kind of data (default: %(default)s)")
+    add("--data", default=None,
+        help="dataset: image: 'fashion-mnist' (Debian package dataset-fashion-mnist) or a "
+             "directory of MNIST IDX files or CIFAR-10 python batches (default: the modality's)")
+    add("--net", default=defaults["net"], choices=sorted(NETS),
+        help="network: " + "; ".join(f"{n}: {s.description}" for n, s in sorted(NETS.items()))
+             + " (default: %(default)s)")
+    add("--model", default=defaults["model"], choices=list(MODEL_KINDS),
         help="oa: order-agnostic ARDM; upscale: coarse-to-fine upscale ARDM (default: %(default)s)")
     add("--branch-factor", type=int, default=defaults["branch_factor"],
-        help="upscale: base b of the digits revealed per stage; S = ceil(log_b 256) stages "
-             "(default: %(default)s, i.e. 4 stages)")
+        help="upscale: base b of the digits revealed per stage; S = ceil(log_b K) stages "
+             "(default: %(default)s: 4 stages for K = 256)")
     add("--parametrization", default=defaults["parametrization"], choices=list(PARAMETRIZATIONS),
         help="upscale: 'data' maps K-way logits to the next digit, 'direct' predicts b logits "
              "(categorical head unless --head is given) (default: %(default)s)")
     add("--budget-split", default=defaults["budget_split"], choices=list(SPLITS),
         help="upscale: how a budget of network calls is split across stages when the model is "
              "used: 'optimal' (least expected loss) or 'equal' (the paper's) (default: %(default)s)")
-    add("--preset", default=defaults["preset"], choices=sorted(UNET_PRESETS),
-        help="U-Net size: tiny (tests), small (CPU), base (GPU), paper (CIFAR-10 model of the "
-             "paper) (default: %(default)s)")
+    presets = sorted({p for spec in NETS.values() for p in spec.presets})
+    add("--preset", default=defaults["preset"], choices=presets,
+        help="size of the net (see --net) (default: %(default)s)")
     add("--head", default=None, choices=HEADS,
         help="output head; default: the preset's (logistic_mixture for tiny/small/base)")
     add("--steps", type=int, default=defaults["steps"], help="optimizer steps (default: %(default)s)")
@@ -72,11 +78,11 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--eval-every", type=int, default=defaults["eval_every"],
         help="steps between test-bpd evaluations (default: %(default)s)")
     add("--eval-size", type=int, default=defaults["eval_size"],
-        help="test images used for the periodic evaluation (default: %(default)s)")
+        help="test items used for the periodic evaluation (default: %(default)s)")
     add("--ckpt-every", type=int, default=defaults["ckpt_every"],
         help="steps between checkpoints (default: %(default)s)")
     add("--holdout", type=int, default=defaults["holdout"],
-        help="last N training images held out to estimate the per-step losses (default: %(default)s)")
+        help="last N training items held out to estimate the per-step losses (default: %(default)s)")
     add("--step-loss-evals", type=int, default=defaults["step_loss_evals"],
         help="evaluations per step t when estimating per-step losses (default: %(default)s)")
     add("--seed", type=int, default=defaults["seed"], help="random seed (default: %(default)s)")
@@ -90,7 +96,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train`` on the CLI's subparsers."""
     parser = subparsers.add_parser(
-        "train", help="train an order-agnostic or upscale ARDM on images", description=DESCRIPTION,
+        "train", help="train an order-agnostic or upscale ARDM", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return _configure(parser)
@@ -98,7 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ardm train`` with parsed arguments; returns the exit status."""
-    from ardm.train import TrainConfig, train
+    from ardm.training import TrainConfig, train
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
@@ -107,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m ardm.train`` (for torchrun): the ``train`` options only."""
+    """Entry point of ``python -m ardm.training`` (for torchrun): the ``train`` options only."""
     parser = argparse.ArgumentParser(
-        prog="python -m ardm.train", description=DESCRIPTION,
+        prog="python -m ardm.training", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return run(_configure(parser).parse_args(argv))

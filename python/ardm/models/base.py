@@ -1,41 +1,182 @@
-"""What both ARDM kinds share: input checks, orders as ranks, and the device they live on.
+"""The ARDM interface (Hoogeboom et al., *Autoregressive Diffusion Models*, ICLR 2022): what every
+model kind shares, and the one walk over the step schedule.
 
-``OrderAgnosticARDM`` and ``UpscaleARDM`` derive from ``ARDMBase``; neither derives from the
-other, so code that must tell them apart (the codec's coding schedules) can use ``isinstance``.
-Subclasses set ``num_classes``, ``data_shape``, ``num_vars`` and a ``step_losses`` buffer.
+An ARDM has D variables (the entries of ``data_shape``) with K classes each, generated in S
+stages (one for an order-agnostic model, S = ceil(log_b K) for an upscale one), each stage an
+order-agnostic pass over all D variables (paper Sections 3 and 3.2). A model kind implements five
+hooks over *levels* (see :mod:`ardm.models.schedule`):
+
+- ``_symbol_log_probs(x_flat, levels, positions)``: log-probabilities (B, n, k) of the next symbol
+  of the variables at ``positions`` given what ``levels`` says is known of ``x`` (the one place
+  where a kind masks or coarsens its inputs);
+- ``_target_log_probs(x_flat, levels)``: log p of every variable's own next symbol (B, D);
+- ``next_symbols(values, level)`` and ``apply_symbols(state, level, positions, symbols)``: the
+  symbol a value reveals at a stage, and the state after it is revealed;
+- ``kind_config()`` / ``from_kind_config(net, ...)``: its own fields in ``config.json``.
+
+Everything else, the training loss (paper Eq. 4, once per stage), the unbiased likelihood
+estimate, exact likelihoods, sampling, per-step losses and budget policies, is written once here,
+so no caller ever branches on the kind of model.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ARDMBase"]
+from ardm.models.schedule import Policy, StepSchedule
+from ardm.models.stage_budget import SPLITS, StagePlan, plan_stages, split_budget_equal
+from ardm.models.timesteps import StratifiedSampler, TimestepSampler
+
+__all__ = ["ARDM", "LN2"]
+
+LN2 = math.log(2.0)
+_HEAD_METHODS = ("log_probs", "target_log_probs", "interval_log_probs")
 
 
-class ARDMBase(nn.Module):
-    """Shared checks and order bookkeeping of the ARDM models (see the module docstring)."""
+class ARDM(nn.Module):
+    """Base class of the ARDM kinds (see the module docstring).
 
-    num_classes: int
-    data_shape: tuple[int, ...]
-    num_vars: int
+    Args:
+        net: the network ``net(x_in, known, t) -> head parameters (B, *data_shape, P)`` with a
+            ``head`` attribute (:mod:`ardm.nets.heads`).
+        num_classes: K, the number of values of each variable (``0..K-1``).
+        data_shape: the shape of one data point, e.g. (1, 28, 28).
+        num_stages: S.
+        ce_weight: weight of the auxiliary plain cross-entropy term (paper: 1e-3 images).
+        timestep_sampler: how training draws the step in ``0..S*D - 1``; default stratified.
+        budget_split: how :meth:`policy` splits a budget across stages (``"optimal"``/``"equal"``).
+
+    ``step_losses`` (float64, a buffer saved with the weights, NaN until estimated) holds in bits
+    the expected -log2 p of one variable's symbol at each within-stage step of each stage;
+    :attr:`stage_step_losses` is its (S, D) view.
+    """
+
+    kind: ClassVar[str]
+    #: Classes of the coded symbols: K for an order-agnostic model, b for an upscale one.
+    symbols_per_step: int
     step_losses: torch.Tensor
     #: Network evaluations made so far, each one batched call (sampling reports it per budget).
     network_calls: int = 0
+    #: Set by ``ardm.load`` for a shipped model: its name and the fingerprint of its weights
+    #: (a blob names a shipped model by number only while its weights are these).
+    shipped_name: str | None = None
+    shipped_fingerprint: int | None = None
 
-    def _run_net(self, fn: Callable[..., torch.Tensor], *args: object, **kwargs: object) -> torch.Tensor:
-        """Call the network (``self.net`` or one of its methods) and count the call."""
-        self.network_calls += 1
-        return fn(*args, **kwargs)
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        data_shape: tuple[int, ...],
+        num_stages: int,
+        ce_weight: float = 1e-3,
+        timestep_sampler: TimestepSampler | None = None,
+        budget_split: str = "optimal",
+        step_losses_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        data_shape = tuple(int(s) for s in data_shape)
+        if not data_shape or min(data_shape) < 1:
+            raise ValueError(f"data_shape must be non-empty and positive, got {data_shape}")
+        if ce_weight < 0:
+            raise ValueError(f"ce_weight must be >= 0, got {ce_weight}")
+        if budget_split not in SPLITS:
+            raise ValueError(f"unknown budget split {budget_split!r}; choose one of {list(SPLITS)}")
+        head = getattr(net, "head", None)
+        if not all(hasattr(head, name) for name in _HEAD_METHODS):
+            raise ValueError(
+                f"{type(net).__name__} has no output head: a net must have a `head` attribute "
+                "from ardm.nets.heads"
+            )
+        self.net = net
+        self.num_classes = int(num_classes)
+        self.data_shape = data_shape
+        self.num_vars = int(np.prod(data_shape))
+        self.num_stages = int(num_stages)
+        self.num_steps = self.num_stages * self.num_vars
+        self.ce_weight = float(ce_weight)
+        self.budget_split = budget_split
+        #: Seed of the coding order (the codec reads it; ``ardm choose-order`` picks it).
+        self.order_seed = 0
+        #: The modality of the data (``ardm.modalities``): how files become items.
+        self.modality = "image"
+        self.timestep_sampler = timestep_sampler or StratifiedSampler(self.num_steps)
+        if self.timestep_sampler.num_steps != self.num_steps:
+            raise ValueError("timestep_sampler.num_steps must equal S * D, the number of steps")
+        shape = step_losses_shape or (self.num_stages, self.num_vars)
+        self.register_buffer("step_losses", torch.full(shape, float("nan"), dtype=torch.float64))
 
-    # ---- checks -------------------------------------------------------------------------------
+    # ---- hooks of a model kind ------------------------------------------------------------------
+
+    def _symbol_log_probs(
+        self, x_flat: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor, per_row: bool
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _target_log_probs(self, x_flat: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def next_symbols(self, values: torch.Tensor, level: int | torch.Tensor) -> torch.Tensor:
+        """The symbols that ``values`` reveal going from ``level`` to ``level - 1``."""
+        raise NotImplementedError
+
+    def apply_symbols(
+        self, state: torch.Tensor, level: int, positions: torch.Tensor, symbols: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def kind_config(self) -> dict[str, Any]:
+        """This kind's own fields of ``config.json``."""
+        raise NotImplementedError
+
+    # ---- the shared surface ---------------------------------------------------------------------
 
     @property
     def device(self) -> torch.device:
         return self.step_losses.device
+
+    @property
+    def min_budget(self) -> int:
+        """The fewest network calls that generate a data point: one per stage."""
+        return self.num_stages
+
+    @property
+    def max_budget(self) -> int:
+        """S * D: one call per variable and stage."""
+        return self.num_steps
+
+    @property
+    def stage_step_losses(self) -> torch.Tensor:
+        """The per-step losses as an (S, D) table (a view of the ``step_losses`` buffer)."""
+        return self.step_losses.view(self.num_stages, self.num_vars)
+
+    def has_step_losses(self) -> bool:
+        """Whether :meth:`estimate_step_losses` (or a loaded checkpoint) has set the losses."""
+        return bool(torch.isfinite(self.step_losses).all())
+
+    def _run_net(self, fn: Callable[..., torch.Tensor], *args: object) -> torch.Tensor:
+        """Call the network (or one of its methods) and count the call."""
+        self.network_calls += 1
+        return fn(*args)
+
+    def coding_log_probs(
+        self, state: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-probabilities (B, n, k) for coding the symbols at ``positions`` (B, n): each row
+        evaluated on its own, impossible symbols at a large finite negative value (the quantizer
+        gives every symbol a frequency >= 1 anyway)."""
+        lp = self._symbol_log_probs(state.long(), levels, positions, per_row=True)
+        return lp.float().clamp(min=-1.0e4)
+
+    # ---- checks ---------------------------------------------------------------------------------
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -47,13 +188,6 @@ class ARDMBase(nn.Module):
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.num_classes):
             raise ValueError(f"x values must be in 0..{self.num_classes - 1}")
         return x.to(self.device, torch.long)
-
-    def _check_known(self, x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        if not isinstance(known, torch.Tensor) or known.dtype != torch.bool:
-            raise ValueError("known must be a bool tensor")
-        if known.shape != x.shape:
-            raise ValueError(f"known has shape {tuple(known.shape)}, x has {tuple(x.shape)}")
-        return known.to(self.device)
 
     def _check_order(self, order: np.ndarray | torch.Tensor, batch: int) -> torch.Tensor:
         """An order (D,) shared by the batch or (B, D) per item -> ranks (B, D) int64."""
@@ -71,13 +205,28 @@ class ARDMBase(nn.Module):
             raise ValueError(f"order must be a permutation of 0..{self.num_vars - 1}")
         return ranks
 
-    def _check_policy(self, policy: np.ndarray | torch.Tensor | list[int]) -> list[int]:
-        p = [int(v) for v in np.asarray(policy, dtype=np.int64).reshape(-1)]
-        if not p or p[0] != 0 or any(b <= a for a, b in zip(p, p[1:])) or p[-1] >= self.num_vars:
+    def _check_levels(self, levels: torch.Tensor, batch: int) -> torch.Tensor:
+        """Per-variable levels (B, D) or (B, *data_shape): each row at some stage level l in
+        1..S holds only l (not yet refined in the stage) and l - 1 (refined), at least one l."""
+        if not isinstance(levels, torch.Tensor) or levels.dtype.is_floating_point:
+            raise ValueError("levels must be an integer tensor")
+        if levels.dtype == torch.bool:
+            raise ValueError("levels must be an integer tensor of per-variable levels, not a mask")
+        levels = levels.to(self.device, torch.long).reshape(levels.shape[0], -1)
+        if levels.shape != (batch, self.num_vars):
+            raise ValueError(f"levels must have shape ({batch}, {self.num_vars}) or (B, *data_shape)")
+        level = levels.max(1).values
+        low = levels.min(1).values
+        if bool((level < 1).any() | (level > self.num_stages).any() | (low < level - 1).any()):
             raise ValueError(
-                f"policy must be strictly increasing, start at 0 and stay below D={self.num_vars}"
+                f"each row of levels must hold a stage level l in 1..{self.num_stages} and l - 1"
             )
-        return p
+        return levels
+
+    def _policy(self, budget: int | None, policy: Any) -> Policy:
+        if policy is not None:
+            return Policy.from_stages(policy, self.num_stages, self.num_vars)
+        return self.policy(budget)
 
     def _arange(self, batch: int) -> torch.Tensor:
         return torch.arange(self.num_vars, device=self.device).unsqueeze(0).expand(batch, -1)
@@ -87,7 +236,7 @@ class ARDMBase(nn.Module):
 
         Example:
             >>> from ardm.nets import build_net
-            >>> from ardm.ardm import OrderAgnosticARDM
+            >>> from ardm.models import OrderAgnosticARDM
             >>> m = OrderAgnosticARDM(build_net("tiny", 2, (1, 4, 4)), 2, (1, 4, 4))
             >>> sorted(m.random_ranks(1)[0].tolist()) == list(range(16))
             True
@@ -98,16 +247,196 @@ class ARDMBase(nn.Module):
         ranks.scatter_(1, order, self._arange(batch))
         return ranks
 
-    def _stratified_batches(
+    def _random_levels(
+        self, t: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For global steps t (B,) in 0..S*D-1: (levels (B, D), unrefined mask, within-stage t)
+        under a fresh random order per item."""
+        t_within = t % self.num_vars
+        level = self.num_stages - t // self.num_vars
+        ranks = self.random_ranks(t.shape[0], generator)
+        refined = ranks < t_within.unsqueeze(1)
+        return level.unsqueeze(1) - refined.long(), ~refined, t_within
+
+    # ---- objective ------------------------------------------------------------------------------
+
+    def training_loss(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The ARDM training loss (paper Algorithm 1, Eq. 4 once per stage), bits per dimension.
+
+        A step ``t ~ U{0..S*D-1}`` picks the stage ``s = t // D`` and the within-stage step
+        ``t_w = t mod D``; with a random order the first t_w variables are refined. The bound
+        estimate is ``S * D/(D - t_w) * sum_{not refined} -log p(symbol)`` (the factor S because
+        one of the S stage terms is drawn), plus ``ce_weight`` times the plain cross-entropy of
+        every variable's symbol, known ones included (the paper's small auxiliary term).
+
+        Returns the loss and ``{"bpd": the unbiased bound estimate, "ce_bpd": the auxiliary
+        term}`` (both detached).
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> loss, stats = m.training_loss(torch.zeros(3, 1, 4, 4, dtype=torch.long))
+            >>> bool(loss > 0), sorted(stats)
+            (True, ['bpd', 'ce_bpd'])
+        """
+        x = self._check_x(x)
+        batch, num_vars = x.shape[0], self.num_vars
+        t, weights = self.timestep_sampler.sample(batch, device=self.device, generator=generator)
+        levels, unrefined, t_within = self._random_levels(t, generator)
+        log_p = self._target_log_probs(x.flatten(1), levels).float()  # (B, D) nats
+        nll = -(log_p * unrefined).sum(1)
+        bound = nll * (self.num_stages * num_vars / (num_vars - t_within).to(log_p.dtype))
+        bpd = bound / (num_vars * LN2)
+        ce_bpd = -log_p.mean(1) / LN2
+        loss = (weights * bpd).mean() + self.ce_weight * ce_bpd.mean()
+        return loss, {"bpd": bpd.detach().mean(), "ce_bpd": ce_bpd.detach().mean()}
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Same as :meth:`training_loss` (so that DistributedDataParallel can wrap the model)."""
+        return self.training_loss(x, generator)
+
+    # ---- likelihood -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def nll_bpd(
         self,
-        data: torch.Tensor | Iterable[torch.Tensor],
-        num_steps: int,
-        evals_per_step: int,
-        batch_size: int,
+        x: torch.Tensor,
+        budget: int | None = None,
+        order: np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        policy: Any = None,
+        step_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unbiased one-call estimate of the negative ELBO in bits per dimension, per item (B,).
+
+        The model is the parallel one of ``policy`` (default ``self.policy(budget)``; budget None:
+        every step) with G network calls in all. One call g is drawn uniformly per item, so
+
+            -log p(x) = sum_g (bits of call g) = E_g [ G * (bits of call g) ].
+
+        With a random order (``order`` None) the call's variables are a uniformly random subset
+        of size n_g of the D - t_g not yet refined, so their sum is replaced by its expectation
+        ``n_g / (D - t_g) * sum``; for G = S * D this is the training bound. With a fixed
+        ``order`` it estimates what :meth:`exact_nll_bits` computes (divided by D).
+        ``step_index`` (B,) fixes g per item instead of drawing it.
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> m.nll_bpd(torch.zeros(2, 1, 4, 4, dtype=torch.long)).shape
+            torch.Size([2])
+        """
+        x = self._check_x(x)
+        batch, num_vars = x.shape[0], self.num_vars
+        schedule = StepSchedule(self._policy(budget, policy), self.num_stages, num_vars)
+        calls = len(schedule)
+        if step_index is None:
+            g = torch.randint(0, calls, (batch,), generator=generator).to(self.device)
+        else:
+            g = torch.as_tensor(step_index, dtype=torch.long, device=self.device)
+            if g.shape != (batch,) or int(g.min()) < 0 or int(g.max()) >= calls:
+                raise ValueError(f"step_index must have shape ({batch},) and values in 0..{calls - 1}")
+        table = torch.tensor(
+            [[s.start, s.end, s.level] for s in schedule.steps], device=self.device
+        )[g]
+        start, end, level = table[:, :1], table[:, 1:2], table[:, 2:]
+        ranks = self.random_ranks(batch, generator) if order is None else self._check_order(order, batch)
+        levels = level - (ranks < start).long()
+        log_p = self._target_log_probs(x.flatten(1), levels).double()
+        if order is None:
+            frac = (end - start).double() / (num_vars - start).double()
+            nll = -(log_p * (ranks >= start)).sum(1, keepdim=True) * frac
+        else:
+            nll = -(log_p * ((ranks >= start) & (ranks < end))).sum(1, keepdim=True)
+        return (calls * nll.squeeze(1) / (num_vars * LN2)).float()
+
+    @torch.no_grad()
+    def exact_nll_bits(
+        self, x: torch.Tensor, order: np.ndarray | torch.Tensor, policy: Any = None
+    ) -> torch.Tensor:
+        """Exact -log2 p(x | order, policy) per item (B,), float64: one network call per step.
+
+        ``order`` ((D,) or (B, D)) is used in every stage; ``policy`` None means every step. This
+        is the code length that lossless compression with the same order and policy reaches (up
+        to the quantization of the probabilities).
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> x = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+            >>> m.exact_nll_bits(x, list(range(16))[::-1], [0, 2, 9]).shape
+            torch.Size([1])
+        """
+        x = self._check_x(x)
+        batch = x.shape[0]
+        ranks = self._check_order(order, batch)
+        policy = Policy.full(self.num_stages, self.num_vars) if policy is None else policy
+        schedule = StepSchedule(self._policy(None, policy), self.num_stages, self.num_vars)
+        x_flat = x.flatten(1)
+        total = torch.zeros(batch, dtype=torch.float64, device=self.device)
+        for step in schedule:
+            log_p = self._target_log_probs(x_flat, schedule.levels_before(step, ranks)).double()
+            total -= (log_p * schedule.in_step(step, ranks)).sum(1)
+        return total / LN2
+
+    # ---- generation -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        budget: int | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        policy: Any = None,
+        order: np.ndarray | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Generate ``n`` data points in ``len(policy)`` network calls (paper Section 3.2).
+
+        Each call draws the symbols of its step's variables in parallel from the network's
+        prediction given what is known. Orders are fresh and random per item and stage unless
+        ``order`` is given (then it is used in every stage).
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> m.sample(2, policy=[0, 8]).shape
+            torch.Size([2, 1, 4, 4])
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        schedule = StepSchedule(self._policy(budget, policy), self.num_stages, self.num_vars)
+        fixed_ranks = None if order is None else self._check_order(order, n)
+        state = torch.zeros(n, self.num_vars, dtype=torch.long, device=self.device)
+        for stage in range(self.num_stages):
+            ranks = self.random_ranks(n, generator) if fixed_ranks is None else fixed_ranks
+            by_rank = ranks.argsort(dim=1)  # by_rank[:, r] = the variable of rank r
+            for step in schedule.stage_steps(stage):
+                positions = by_rank[:, step.start : step.end]  # only this step's variables
+                levels = schedule.levels_before(step, ranks)
+                lp = self._symbol_log_probs(state, levels, positions, per_row=False)
+                probs = F.softmax(lp.float() / temperature, dim=-1)  # impossible symbols: 0
+                draws = torch.multinomial(probs.flatten(0, 1).cpu(), 1, generator=generator)
+                symbols = draws.view(n, -1).to(self.device)
+                state = self.apply_symbols(state, step.level, positions, symbols)
+        return state.reshape(n, *self.data_shape)
+
+    # ---- per-step losses and policies -----------------------------------------------------------
+
+    def _stratified_batches(
+        self, data: torch.Tensor | Iterable[torch.Tensor], evals_per_step: int, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Check held-out data, then yield batches ``(t, x)`` in which every step t in
-        0..num_steps-1 appears ``evals_per_step`` times (data items cycle too): the stratified
-        sweep behind ``estimate_step_losses``."""
+        """Batches ``(t, x)`` in which every global step t appears ``evals_per_step`` times."""
         if evals_per_step < 1 or batch_size < 1:
             raise ValueError("evals_per_step and batch_size must be >= 1")
         if not isinstance(data, torch.Tensor):
@@ -115,8 +444,116 @@ class ARDMBase(nn.Module):
         data = self._check_x(data)
         if data.shape[0] == 0:
             raise ValueError("need at least one data point to estimate step losses")
-        total = num_steps * evals_per_step
-        t_all = torch.arange(total, device=self.device) % num_steps
+        total = self.num_steps * evals_per_step
+        t_all = torch.arange(total, device=self.device) % self.num_steps
         item_all = torch.arange(total, device=self.device) % data.shape[0]
         for lo in range(0, total, batch_size):
             yield t_all[lo : lo + batch_size], data[item_all[lo : lo + batch_size]]
+
+    @torch.no_grad()
+    def estimate_step_losses(
+        self,
+        data: torch.Tensor | Iterable[torch.Tensor],
+        evals_per_step: int = 1,
+        batch_size: int = 64,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """Estimate the per-step losses (bits) on held-out data; store and return them.
+
+        Entry [s, t] is the mean -log2 p of the symbol over the D - t variables not yet refined
+        at within-stage step t of stage s (paper Section 3.2). Stratified: every (stage, step)
+        gets ``evals_per_step`` evaluations (data items cycle too), each a fresh random order.
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> m.estimate_step_losses(torch.zeros(3, 1, 4, 4, dtype=torch.long)).shape
+            torch.Size([16])
+        """
+        sums = torch.zeros(self.num_steps, dtype=torch.float64, device=self.device)
+        for t, x in self._stratified_batches(data, evals_per_step, batch_size):
+            levels, unrefined, t_within = self._random_levels(t, generator)
+            log_p = self._target_log_probs(x.flatten(1), levels).double()
+            mean = -(log_p * unrefined).sum(1) / (self.num_vars - t_within).double()
+            sums.index_add_(0, t, mean / LN2)
+            if progress is not None:
+                progress(x.shape[0])
+        self.step_losses.copy_((sums / evals_per_step).view_as(self.step_losses))
+        return self.step_losses.clone()
+
+    def _require_step_losses(self) -> None:
+        if not self.has_step_losses():
+            raise ValueError(
+                "step losses are not estimated; run estimate_step_losses(held_out_data) first"
+            )
+
+    def plan(self, budget: int, split: str | None = None, num_vars: int | None = None) -> StagePlan:
+        """Per-stage budgets, policies and expected cost (bits) for at most ``budget`` calls.
+
+        ``split`` is ``"optimal"`` (least expected loss) or ``"equal"`` (the paper's fixed
+        budget per stage); default ``self.budget_split``. ``num_vars`` m < D plans an item whose
+        last D - m variables are padding known from the start: the losses of steps D - m .. D - 1.
+        """
+        self._require_step_losses()
+        losses = self.stage_step_losses.cpu().numpy()
+        m = self.num_vars if num_vars is None else int(num_vars)
+        if not 1 <= m <= self.num_vars:
+            raise ValueError(f"num_vars must be in 1..{self.num_vars}, got {num_vars}")
+        losses = losses[:, self.num_vars - m :]
+        return plan_stages(losses, min(int(budget), self.num_stages * m), split or self.budget_split)
+
+    def policy(
+        self, budget: int | None = None, split: str | None = None, num_vars: int | None = None
+    ) -> Policy:
+        """The budget-optimal policy for at most ``budget`` network calls.
+
+        Each stage runs the DP of ``ardm._core.optimal_policy`` on its step losses sorted in
+        descending order, as the paper does (Section 3.2), so that estimation noise is not
+        exploited; the budget is split across stages by ``split`` (see :meth:`plan`). Budget None
+        or >= S * D gives every step (no step losses needed); below S (one call per stage) is a
+        ``ValueError``.
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> _ = m.step_losses.copy_(torch.linspace(2, 0.1, 16, dtype=torch.float64))
+            >>> p = m.policy(3)
+            >>> len(p), p.stages[0].tolist()
+            (3, [0, 5, 11])
+        """
+        m = self.num_vars if num_vars is None else int(num_vars)
+        if not 1 <= m <= self.num_vars:
+            raise ValueError(f"num_vars must be in 1..{self.num_vars}, got {num_vars}")
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, np.integer))
+        ):
+            raise ValueError(f"budget must be an integer number of network calls, got {budget!r}")
+        if budget is None or budget >= self.num_stages * m:
+            return Policy.full(self.num_stages, m)
+        if budget < self.num_stages:
+            raise ValueError(
+                f"budget must be at least S = {self.num_stages} (one call per stage), got {budget}"
+            )
+        return Policy(tuple(self.plan(int(budget), split, m).policies))
+
+    def naive_policy(self, budget: int) -> Policy:
+        """The paper's baseline: a fixed budget per stage, evenly spaced steps within each.
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> m.naive_policy(4).stages[0].tolist()
+            [0, 4, 8, 12]
+        """
+        from ardm import _core
+
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(f"budget must be a positive integer, got {budget!r}")
+        budgets = split_budget_equal(self.num_stages, self.num_vars, int(budget))
+        return Policy(
+            tuple(np.asarray(_core.naive_policy(self.num_vars, int(k)), np.int64) for k in budgets)
+        )

@@ -1,5 +1,22 @@
-"""Networks for ARDMs: the image U-Net and its presets."""
+"""Networks for ARDMs behind one protocol and a registry (:mod:`ardm.nets.registry`), with the
+output heads separate from the trunks (:mod:`ardm.nets.heads`)."""
 
-from ardm.nets.unet import UNET_PRESETS, UNet, UNetConfig, build_net
+from ardm.nets.heads import HEADS, CategoricalHead, LogisticMixtureHead, build_head
+from ardm.nets.registry import NETS, NetSpec, build_net, net_config, net_from_config
+from ardm.nets.unet import UNET_PRESETS, UNet, UNetConfig, build_unet
 
-__all__ = ["UNET_PRESETS", "UNet", "UNetConfig", "build_net"]
+__all__ = [
+    "HEADS",
+    "NETS",
+    "UNET_PRESETS",
+    "CategoricalHead",
+    "LogisticMixtureHead",
+    "NetSpec",
+    "UNet",
+    "UNetConfig",
+    "build_head",
+    "build_net",
+    "build_unet",
+    "net_config",
+    "net_from_config",
+]

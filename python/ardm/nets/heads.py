@@ -1,4 +1,8 @@
-"""Output heads: per-variable parameters -> K log-probabilities.
+"""Output heads: per-variable parameters -> K log-probabilities, separate from the trunks.
+
+A net returns head parameters per variable; its ``head`` turns them into all K log-probabilities
+(``log_probs``), the log-probability of one target value (``target_log_probs``, the training fast
+path) or the mass of value intervals (``interval_log_probs``, what an upscale ARDM's digits need).
 
 The discretized logistic mixture follows PixelCNN++ (Salimans et al., 2017, Section 2.1): the K
 classes are the bins of [-1, 1] with centers ``c_k = 2k/(K-1) - 1`` and half width ``1/(K-1)``; the
@@ -13,10 +17,17 @@ the standardized bin edges. The last term is the same for every bin of a compone
 
 from __future__ import annotations
 
+from typing import Union
+
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CategoricalHead",
+    "HEADS",
+    "Head",
+    "LogisticMixtureHead",
+    "build_head",
     "logistic_mixture_interval_log_probs",
     "logistic_mixture_log_probs",
     "logistic_mixture_target_log_prob",
@@ -134,3 +145,87 @@ def logistic_mixture_log_probs(
         log_p = torch.cat([below[..., :1], mid, above[..., -1:]], dim=-1)  # (n, M, K)
         out.append(torch.logsumexp(log_w.unsqueeze(-1) + log_p, dim=1))
     return torch.cat(out).reshape(*lead, num_classes)
+
+
+# ---- heads: per-variable parameters -> distributions over the K values ---------------------------
+
+
+class CategoricalHead:
+    """K free logits per variable.
+
+    Example:
+        >>> head = CategoricalHead(4)
+        >>> head.params_per_var, head.log_probs(torch.zeros(2, 4)).exp()[0].tolist()
+        (4, [0.25, 0.25, 0.25, 0.25])
+    """
+
+    name = "categorical"
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.params_per_var = self.num_classes
+
+    def log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        """All K log-probabilities, (..., K)."""
+        return F.log_softmax(params.float(), dim=-1)
+
+    def target_log_probs(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """log p(target), (...)."""
+        return self.log_probs(params).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+    def interval_log_probs(
+        self, params: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+    ) -> torch.Tensor:
+        """log P(low <= value <= high) for (..., R) inclusive bounds, (..., R)."""
+        log_p = self.log_probs(params).unsqueeze(-2)  # (..., 1, K)
+        values = torch.arange(self.num_classes, device=params.device)
+        inside = (values >= low.unsqueeze(-1)) & (values <= high.unsqueeze(-1))  # (..., R, K)
+        return torch.logsumexp(log_p.masked_fill(~inside, float("-inf")), dim=-1)
+
+
+class LogisticMixtureHead:
+    """A discretized logistic mixture of M components per variable (3M parameters).
+
+    Example:
+        >>> head = LogisticMixtureHead(256, num_mixtures=5)
+        >>> head.params_per_var, head.log_probs(torch.zeros(1, 15)).shape
+        (15, torch.Size([1, 256]))
+    """
+
+    name = "logistic_mixture"
+
+    def __init__(self, num_classes: int, num_mixtures: int) -> None:
+        if num_classes < 2 or num_mixtures < 1:
+            raise ValueError("a mixture head needs K >= 2 and at least one component")
+        self.num_classes = int(num_classes)
+        self.num_mixtures = int(num_mixtures)
+        self.params_per_var = 3 * self.num_mixtures
+
+    def log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        return logistic_mixture_log_probs(params, self.num_classes)
+
+    def target_log_probs(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return logistic_mixture_target_log_prob(params, target, self.num_classes)
+
+    def interval_log_probs(
+        self, params: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+    ) -> torch.Tensor:
+        return logistic_mixture_interval_log_probs(params, low, high, self.num_classes)
+
+
+Head = Union[CategoricalHead, LogisticMixtureHead]
+HEADS = ("logistic_mixture", "categorical")
+
+
+def build_head(name: str, num_classes: int, num_mixtures: int = 5) -> Head:
+    """A head by name (``HEADS``).
+
+    Example:
+        >>> build_head("categorical", 10).params_per_var
+        10
+    """
+    if name == "categorical":
+        return CategoricalHead(num_classes)
+    if name == "logistic_mixture":
+        return LogisticMixtureHead(num_classes, num_mixtures)
+    raise ValueError(f"unknown head {name!r}; choose one of {list(HEADS)}")

@@ -2,17 +2,18 @@
 
 The network sees the partially known image (unknown pixels replaced by the absorbing class), the
 mask of known pixels and the step ``t`` (number of known variables) and returns, for every
-variable, K logits. The paper's CIFAR-10 model is the VDM-style U-Net: 32 residual blocks at 256
+variable, the parameters of its head (:mod:`ardm.nets.heads`): K logits or a logistic mixture. The paper's CIFAR-10 model is the VDM-style U-Net: 32 residual blocks at 256
 channels at a single resolution, attention in the middle (preset ``paper``). The small presets
 space-to-depth the input by 2 (28x28 -> 14x14 with 4x the channels), run a two-level U-Net with
 attention at the lowest resolution and depth-to-space the output, so that they train on a CPU.
 
 Example:
     >>> import torch
-    >>> net = build_net("tiny", num_classes=256, data_shape=(1, 28, 28))
+    >>> net = build_unet("tiny", num_classes=256, data_shape=(1, 28, 28))
     >>> x = torch.full((2, 1, 28, 28), 256)  # everything unknown (absorbing class)
-    >>> net(x, torch.zeros(2, 1, 28, 28, dtype=torch.bool), torch.zeros(2, dtype=torch.long)).shape
-    torch.Size([2, 1, 28, 28, 256])
+    >>> params = net(x, torch.zeros(2, 1, 28, 28, dtype=torch.bool), torch.zeros(2, dtype=torch.long))
+    >>> params.shape, net.head.log_probs(params).shape   # 2 mixture components: 6 parameters
+    (torch.Size([2, 1, 28, 28, 6]), torch.Size([2, 1, 28, 28, 256]))
 """
 
 from __future__ import annotations
@@ -25,15 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ardm.nets.heads import (
-    logistic_mixture_interval_log_probs,
-    logistic_mixture_log_probs,
-    logistic_mixture_target_log_prob,
-)
+from ardm.nets.heads import HEADS, build_head
 
-__all__ = ["UNetConfig", "UNet", "UNET_PRESETS", "build_net"]
-
-HEADS = ("logistic_mixture", "categorical")
+__all__ = ["UNetConfig", "UNet", "UNET_PRESETS", "build_unet"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +155,7 @@ class AttnBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net ``net(x_in, known, t) -> logits (B, C, H, W, K)`` for ARDMs on images.
+    """U-Net ``net(x_in, known, t) -> head parameters (B, C, H, W, P)`` for ARDMs on images.
 
     ``x_in`` holds values in ``0..K`` where ``K`` (= ``num_classes``) is the absorbing class of the
     unknown pixels. The input features per channel are the value scaled to [-1, 1] (0 for the
@@ -185,7 +180,8 @@ class UNet(nn.Module):
         s = config.space_to_depth
         ch = config.channels
         temb_dim = 4 * ch
-        self.params_per_var = 3 * config.num_mixtures if config.head == "logistic_mixture" else num_classes
+        self.head = build_head(config.head, num_classes, config.num_mixtures)
+        self.params_per_var = self.head.params_per_var
 
         self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         self.conv_in = nn.Conv2d(2 * c * s * s, ch, 3, padding=1)
@@ -262,80 +258,18 @@ class UNet(nn.Module):
             out = F.pixel_shuffle(out, s)  # (B, C*P, H, W)
         return out.reshape(b, c, self.params_per_var, h, w).permute(0, 1, 3, 4, 2)
 
-    def forward(
-        self,
-        x_in: torch.Tensor,
-        known: torch.Tensor,
-        t: torch.Tensor,
-        positions: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits (B, C, H, W, K) for every variable (only the unknown ones are used).
-
-        With ``positions`` (B, n) of flat variable indices, only those variables' logits are
-        computed, shape (B, n, K): the head is most of the cost when few variables are needed.
-        """
-        params = self._params(x_in, known, t)
-        if positions is not None:
-            flat = params.flatten(1, -2)  # (B, D, P)
-            params = flat.gather(1, positions.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
-        if self.config.head == "categorical":
-            return params.float()
-        return logistic_mixture_log_probs(params, self.num_classes)
-
-    def target_log_probs(
-        self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor, target: torch.Tensor
-    ) -> torch.Tensor:
-        """log p(target) for every variable, (B, C, H, W): the training fast path.
-
-        For the mixture head only the target bin is evaluated (K times less work than
-        :meth:`forward`); the result equals ``log_softmax(forward(...))`` gathered at ``target``.
-        """
-        params = self._params(x_in, known, t)
-        if self.config.head == "categorical":
-            return F.log_softmax(params.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return logistic_mixture_target_log_prob(params, target, self.num_classes)
-
-    def interval_log_probs(
-        self,
-        x_in: torch.Tensor,
-        known: torch.Tensor,
-        t: torch.Tensor,
-        low: torch.Tensor,
-        high: torch.Tensor,
-        per_row: bool = False,
-    ) -> torch.Tensor:
-        """log P(low <= value <= high) for every variable and interval, (B, C, H, W, R).
-
-        ``low`` and ``high`` (B, C, H, W, R) are inclusive int bounds. The mixture head costs two
-        sigmoids per interval and component instead of K bins (an upscale ARDM's digit groups are
-        intervals); the categorical head sums its normalized probabilities over each interval.
-        ``per_row`` evaluates the head one row at a time, so that a row's result cannot depend on
-        which rows share the call (lossless coding needs that).
-        """
-        params = self._params(x_in, known, t)
-        if per_row:
-            rows = zip(params, low, high)
-            return torch.stack([self._interval_head(p, lo, hi) for p, lo, hi in rows])
-        return self._interval_head(params, low, high)
-
-    def _interval_head(
-        self, params: torch.Tensor, low: torch.Tensor, high: torch.Tensor
-    ) -> torch.Tensor:
-        if self.config.head == "categorical":
-            log_p = F.log_softmax(params.float(), dim=-1).unsqueeze(-2)  # (..., 1, K)
-            values = torch.arange(self.num_classes, device=params.device)
-            inside = (values >= low.unsqueeze(-1)) & (values <= high.unsqueeze(-1))  # (..., R, K)
-            return torch.logsumexp(log_p.masked_fill(~inside, float("-inf")), dim=-1)
-        return logistic_mixture_interval_log_probs(params, low, high, self.num_classes)
+    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Head parameters (B, C, H, W, P) of every variable (``self.head`` reads them)."""
+        return self._params(x_in, known, t)
 
 
-def build_net(
+def build_unet(
     preset: str | UNetConfig, num_classes: int, data_shape: tuple[int, ...], **overrides: object
 ) -> UNet:
     """Build a U-Net from a preset name (see ``UNET_PRESETS``) or a config, with field overrides.
 
     Example:
-        >>> build_net("tiny", 256, (1, 28, 28), head="categorical").config.head
+        >>> build_unet("tiny", 256, (1, 28, 28), head="categorical").head.name
         'categorical'
     """
     if isinstance(preset, UNetConfig):
@@ -345,5 +279,8 @@ def build_net(
     else:
         raise ValueError(f"unknown U-Net preset {preset!r}; choose one of {sorted(UNET_PRESETS)}")
     if overrides:
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
+        if unknown:
+            raise ValueError(f"UNetConfig has no settings {sorted(unknown)}")
         config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
     return UNet(config, num_classes, tuple(data_shape))  # type: ignore[arg-type]

@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ardm.modalities import Modality
+from ardm.models import ARDM
+
 HERE = Path(__file__).resolve().parent
 
 # name -> run directory inside the package
@@ -26,9 +29,11 @@ PRETRAINED = {
     "fashion-mnist": HERE / "fashion-mnist",
 }
 DEFAULT_MODEL = "fashion-mnist"
+# The shipped model that ``ardm compress`` uses for each modality's files.
+MODALITY_MODELS = {"image": "fashion-mnist"}
 
 
-def load(name_or_path: str | os.PathLike | None = None) -> torch.nn.Module:
+def load(name_or_path: str | os.PathLike | None = None) -> ARDM:
     """Load a shipped model by name, or a run directory written by ``ardm train``.
 
     ``None`` loads the shipped default (``"fashion-mnist"``). The model is in eval mode with its
@@ -44,7 +49,13 @@ def load(name_or_path: str | os.PathLike | None = None) -> torch.nn.Module:
                 f"the shipped model {name!r} is not in this installation ({path}); "
                 f"available: {', '.join(n for n, p in PRETRAINED.items() if p.exists())}"
             )
-        return load_model(path)
+        model = load_model(path)
+        # A blob names a shipped model by number; only these exact weights count as it.
+        from ardm.coding.fingerprint import model_fingerprint
+
+        model.shipped_name = name
+        model.shipped_fingerprint = model_fingerprint(model)
+        return model
     path = Path(name)
     if not path.exists():
         raise ValueError(
@@ -61,3 +72,14 @@ def bundled_images() -> torch.Tensor:
     run without the dataset package.
     """
     return torch.from_numpy(np.load(HERE / "fashion_mnist_test_images.npy"))
+
+
+def shipped_model_for(modality: Modality, path: str | os.PathLike = "") -> str:
+    """The shipped model for files of ``modality`` (a ``ValueError`` if none ships yet)."""
+    name = MODALITY_MODELS.get(modality.name)
+    if name is None:
+        raise ValueError(
+            f"{path}: no shipped model for {modality.name} data yet; train one (ardm train "
+            f"--modality {modality.name}) and pass --model RUN_DIR"
+        )
+    return name

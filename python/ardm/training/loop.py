@@ -1,5 +1,5 @@
-"""Training loop for order-agnostic and upscale ARDMs on images (paper Algorithm 1 and
-Section 3.2), one process or DDP.
+"""Training loop for ARDMs of any kind, net and modality (paper Algorithm 1 and Section 3.2), one
+process or DDP.
 
 AdamW with linear warm-up, gradient-norm clipping and EMA weights; periodic test bpd with the
 unbiased estimator on a held-out subset; atomic checkpoints every ``ckpt_every`` steps and at the
@@ -7,7 +7,7 @@ end; ``resume`` continues from the last checkpoint exactly (batch order and nois
 the seed and the step; optimizer, EMA and RNG states are restored). At the end the per-step losses
 are estimated on held-out training images and saved with the model (needed for budgets): L_t for
 an order-agnostic model (``model="oa"``), one row per stage (S x D) for an upscale model
-(``model="upscale"``, S = ceil(log_b 256) stages for branching factor b).
+(``model="upscale"``, S = ceil(log_b K) stages for branching factor b).
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every rank
 takes its share of each global batch and only rank 0 writes.
@@ -15,7 +15,7 @@ takes its share of each global batch and only rank 0 writes.
 Example (command line):
     ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
     ardm train --model upscale --branch-factor 4 --preset small --out runs/fm-up
-    torchrun --nproc_per_node=4 -m ardm.train --data fashion-mnist --preset base --out runs/b
+    torchrun --nproc_per_node=4 -m ardm.training --data fashion-mnist --preset base --out runs/b
 """
 
 from __future__ import annotations
@@ -30,95 +30,26 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ardm.ardm import OrderAgnosticARDM
 from ardm.checkpoint import (
     TRAIN_STATE_FILE,
     load_train_state,
     save_model,
     save_train_state,
 )
-from ardm.data import load_dataset
-from ardm.nets.unet import UNET_PRESETS, build_net
-from ardm.stage_budget import SPLITS
-from ardm.timesteps import make_sampler
-from ardm.transitions import num_stages
-from ardm.upscale import PARAMETRIZATIONS, UpscaleARDM
+from ardm.modalities import get_modality
+from ardm.models import ARDM, MODEL_KINDS
+from ardm.models.timesteps import make_sampler
+from ardm.nets import build_net
+from ardm.training.config import FIXED_ON_RESUME, TrainConfig
 
-__all__ = ["TrainConfig", "train", "MODELS"]
-
-MODELS = ("oa", "upscale")
-ARDM = Union[OrderAgnosticARDM, UpscaleARDM]
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (saved in ``config.json`` under ``"train"``)."""
-
-    out: str
-    data: str = "fashion-mnist"
-    model: str = "oa"
-    branch_factor: int = 4
-    parametrization: str = "data"
-    budget_split: str = "optimal"
-    preset: str = "small"
-    head: str | None = None
-    steps: int = 20000
-    batch_size: int = 32
-    lr: float = 5e-4
-    warmup: int = 200
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema: float = 0.999
-    ce_weight: float = 1e-3
-    timestep_sampler: str = "stratified"
-    eval_every: int = 1000
-    eval_size: int = 500
-    ckpt_every: int = 500
-    holdout: int = 1000
-    step_loss_evals: int = 4
-    seed: int = 0
-    resume: bool = False
-    device: str = "cpu"
-    threads: int | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
-        if self.branch_factor < 2:
-            raise ValueError(f"branch_factor must be >= 2, got {self.branch_factor}")
-        if self.parametrization not in PARAMETRIZATIONS:
-            raise ValueError(
-                f"unknown parametrization {self.parametrization!r}; "
-                f"choose one of {list(PARAMETRIZATIONS)}"
-            )
-        if self.budget_split not in SPLITS:
-            raise ValueError(
-                f"unknown budget split {self.budget_split!r}; choose one of {list(SPLITS)}"
-            )
-        if self.preset not in UNET_PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(UNET_PRESETS)}")
-        positive = ("steps", "batch_size", "eval_every", "ckpt_every", "step_loss_evals")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
-        if self.lr <= 0 or self.warmup < 0 or self.holdout < 0 or self.eval_size < 0:
-            raise ValueError("lr must be > 0; warmup, holdout and eval_size must be >= 0")
-
-
-# Fields that define the model or the data stream; a resumed run must not change them.
-_FIXED_ON_RESUME = (
-    "data", "model", "branch_factor", "parametrization", "preset", "head", "batch_size", "ce_weight", "timestep_sampler", "holdout", "seed",
-)
+__all__ = ["train", "evaluate_bpd", "build_for_training"]
 
 
 @dataclass
@@ -197,25 +128,24 @@ def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
     return nullcontext()
 
 
-def _build(cfg: TrainConfig, num_classes: int, data_shape: tuple[int, ...]) -> ARDM:
+def build_for_training(cfg: TrainConfig, num_classes: int, data_shape: tuple[int, ...]) -> ARDM:
+    """The model a run trains: ``cfg.model`` around ``cfg.net`` at ``cfg.preset``."""
     head = cfg.head
-    if head is None and cfg.model == "upscale" and cfg.parametrization == "direct":
+    if head is None and cfg.parametrization == "direct":
         head = "categorical"  # b free logits per stage: a mixture over K bins does not fit
     overrides: dict[str, Any] = {"head": head} if head else {}
-    net = build_net(cfg.preset, num_classes, data_shape, **overrides)
-    num_vars = math.prod(data_shape)
-    if cfg.model == "upscale":
-        steps = num_stages(num_classes, cfg.branch_factor) * num_vars
-        return UpscaleARDM(
-            net, num_classes, data_shape, branch_factor=cfg.branch_factor,
-            parametrization=cfg.parametrization, ce_weight=cfg.ce_weight,
-            timestep_sampler=make_sampler(cfg.timestep_sampler, steps),
-            budget_split=cfg.budget_split,
-        )
-    return OrderAgnosticARDM(
-        net, num_classes, data_shape, ce_weight=cfg.ce_weight,
-        timestep_sampler=make_sampler(cfg.timestep_sampler, num_vars),
+    net = build_net(cfg.preset, num_classes, data_shape, net=cfg.net, **overrides)
+    kind_fields = {
+        "branch_factor": cfg.branch_factor,
+        "parametrization": cfg.parametrization,
+        "budget_split": cfg.budget_split,
+    }
+    model = MODEL_KINDS[cfg.model].from_kind_config(
+        net, num_classes, data_shape, cfg.ce_weight, kind_fields
     )
+    model.timestep_sampler = make_sampler(cfg.timestep_sampler, model.num_steps)
+    model.modality = cfg.modality
+    return model
 
 
 def _run_config(cfg: TrainConfig, step: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -242,16 +172,16 @@ def train(cfg: TrainConfig) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + d.rank)
 
-    images = load_dataset(cfg.data, "train")
+    modality = get_modality(cfg.modality)
+    images = modality.load(cfg.data, "train")
     if cfg.holdout >= images.shape[0]:
         raise ValueError(f"holdout {cfg.holdout} leaves no training data ({images.shape[0]} items)")
     train_x = images[: images.shape[0] - cfg.holdout]
     held_x = images[images.shape[0] - cfg.holdout :] if cfg.holdout else train_x[:1000]
-    test_x = load_dataset(cfg.data, "test")[: cfg.eval_size]
-    num_classes = 256  # uint8 pixels
+    test_x = modality.load(cfg.data, "test")[: cfg.eval_size]
     data_shape = tuple(train_x.shape[1:])
 
-    model = _build(cfg, num_classes, data_shape).to(device)
+    model = build_for_training(cfg, modality.num_classes, data_shape).to(device)
     ema_model = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
@@ -264,7 +194,7 @@ def train(cfg: TrainConfig) -> Path:
         saved = state["config"]
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         # A setting missing from an older train_state had its default value then.
-        changed = [k for k in _FIXED_ON_RESUME if saved.get(k, defaults[k]) != getattr(cfg, k)]
+        changed = [k for k in FIXED_ON_RESUME if saved.get(k, defaults[k]) != getattr(cfg, k)]
         if changed:
             raise ValueError(f"cannot resume {out}: these settings changed: {changed}")
         model.load_state_dict(state["model"])
@@ -361,9 +291,8 @@ def train(cfg: TrainConfig) -> Path:
             )
         metrics["step_losses_step"] = step
         metrics["step_losses_sum_bits"] = float(ema_model.step_losses.sum())
-        if ema_model.step_losses.ndim == 2:  # upscale: bits per dimension of each stage
-            stage_bpd = ema_model.step_losses.sum(1) / ema_model.num_vars
-            metrics["step_losses_stage_bpd"] = [round(float(v), 5) for v in stage_bpd]
+        stage_bpd = ema_model.stage_step_losses.sum(1) / ema_model.num_vars
+        metrics["step_losses_stage_bpd"] = [round(float(v), 5) for v in stage_bpd]
         checkpoint()
         print(
             f"saved {out}: step {step}, test bpd {metrics.get('test_bpd', float('nan')):.4f}, "
@@ -374,9 +303,3 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return out
-
-
-if __name__ == "__main__":  # torchrun --nproc_per_node=N -m ardm.train ...
-    from ardm.commands.train import main
-
-    raise SystemExit(main())

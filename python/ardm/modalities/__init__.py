@@ -1,0 +1,43 @@
+"""Modalities (:mod:`ardm.modalities.base`): images today; text and audio are new files here.
+
+Example:
+    >>> get_modality("image").num_classes
+    256
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ardm.modalities.base import Modality
+from ardm.modalities.image import IMAGE
+
+__all__ = ["MODALITIES", "Modality", "get_modality", "modality_for_path"]
+
+MODALITIES: dict[str, Modality] = {IMAGE.name: IMAGE}
+
+
+def get_modality(name: str) -> Modality:
+    """The modality called ``name`` (a key of ``MODALITIES``)."""
+    if name not in MODALITIES:
+        raise ValueError(f"unknown modality {name!r}; choose one of {sorted(MODALITIES)}")
+    return MODALITIES[name]
+
+
+def modality_for_path(path: str | os.PathLike) -> Modality:
+    """The modality whose files end like ``path`` (``ardm compress`` picks the model by it).
+
+    Example:
+        >>> modality_for_path("shirt.png").name
+        'image'
+    """
+    suffix = Path(path).suffix.lower()
+    for modality in MODALITIES.values():
+        if suffix in modality.file_suffixes:
+            return modality
+    known = sorted({s for m in MODALITIES.values() for s in m.file_suffixes})
+    raise ValueError(
+        f"{path}: no modality reads {suffix or 'files without a suffix'} files (known: "
+        f"{', '.join(known)}); pass --model RUN_DIR for a model of your own"
+    )

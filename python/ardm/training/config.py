@@ -1,0 +1,106 @@
+"""``TrainConfig``: everything a training run depends on (saved in ``config.json``).
+
+A run names a modality (how the data becomes items), a dataset of it, a model kind and a net
+from the registry with a preset; nothing here knows a data shape or a class count.
+
+Example:
+    >>> TrainConfig(out="runs/x", preset="tiny").net
+    'unet'
+    >>> TrainConfig(out="runs/x", net="nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown net 'nope'; choose one of ['unet']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ardm.modalities import MODALITIES
+from ardm.models import MODEL_KINDS, PARAMETRIZATIONS
+from ardm.models.stage_budget import SPLITS
+from ardm.models.timesteps import make_sampler
+from ardm.nets import HEADS, NETS
+
+__all__ = ["TrainConfig", "FIXED_ON_RESUME"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in ``config.json`` under ``"train"``)."""
+
+    out: str
+    modality: str = "image"
+    data: str | None = None
+    model: str = "oa"
+    net: str = "unet"
+    branch_factor: int = 4
+    parametrization: str = "data"
+    budget_split: str = "optimal"
+    preset: str = "small"
+    head: str | None = None
+    steps: int = 20000
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    ce_weight: float = 1e-3
+    timestep_sampler: str = "stratified"
+    eval_every: int = 1000
+    eval_size: int = 500
+    ckpt_every: int = 500
+    holdout: int = 1000
+    step_loss_evals: int = 4
+    seed: int = 0
+    resume: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"unknown modality {self.modality!r}; choose one of {sorted(MODALITIES)}")
+        if self.data is None:
+            self.data = MODALITIES[self.modality].default_dataset
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODEL_KINDS)}")
+        if self.net not in NETS:
+            raise ValueError(f"unknown net {self.net!r}; choose one of {sorted(NETS)}")
+        if self.head is not None and self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {list(HEADS)}")
+        if self.branch_factor < 2:
+            raise ValueError(f"branch_factor must be >= 2, got {self.branch_factor}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"unknown parametrization {self.parametrization!r}; "
+                f"choose one of {list(PARAMETRIZATIONS)}"
+            )
+        if self.budget_split not in SPLITS:
+            raise ValueError(
+                f"unknown budget split {self.budget_split!r}; choose one of {list(SPLITS)}"
+            )
+        make_sampler(self.timestep_sampler, 1)  # an unknown name is a ValueError here
+        presets = NETS[self.net].presets
+        if self.preset not in presets:
+            raise ValueError(
+                f"unknown {self.net} preset {self.preset!r}; choose one of {sorted(presets)}"
+            )
+        positive = ("steps", "batch_size", "eval_every", "ckpt_every", "step_loss_evals")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.lr <= 0 or self.warmup < 0 or self.holdout < 0 or self.eval_size < 0:
+            raise ValueError("lr must be > 0; warmup, holdout and eval_size must be >= 0")
+
+
+# Fields that define the model or the data stream; a resumed run must not change them.
+FIXED_ON_RESUME = (
+    "modality", "data", "model", "net", "branch_factor", "parametrization", "preset", "head",
+    "batch_size", "ce_weight", "timestep_sampler", "holdout", "seed",
+)
+
+
