@@ -16,8 +16,8 @@ import argparse
 
 import torch
 
-from ardm.ardm import OrderAgnosticARDM
 from ardm.evaluate import resolve_run, sample_images
+from ardm.models import OrderAgnosticARDM
 from ardm.nets import build_net
 from ardm.pretrained import bundled_images
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         name = args.model
         if not model.has_step_losses():
             raise ValueError(f"{args.model} has no per-step losses; run `ardm eval` or retrain")
-    low = int(getattr(model, "min_budget", 1))
-    high = int(getattr(model, "max_budget", model.num_vars))
+    low, high = model.min_budget, model.max_budget
     budgets = sorted(
         {min(max(int(b), low), high) for b in args.budgets.split(",")} | {high}, reverse=True
     )

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from ardm.ardm import OrderAgnosticARDM
 from ardm.data import load_dataset
+from ardm.models import OrderAgnosticARDM
 from ardm.nets import UNET_PRESETS, build_net
 
 

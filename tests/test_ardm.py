@@ -8,47 +8,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import MLPNet, RecordingNet, StepMarkerNet, TableNet, perturbed_unet
 from torch import nn
 
-from ardm.ardm import OrderAgnosticARDM
+from ardm import _core
+from ardm.models import OrderAgnosticARDM, UpscaleARDM
+from ardm.models.timesteps import StratifiedSampler, TimestepSampler, UniformSampler, make_sampler
 from ardm.nets import build_net
-from ardm.timesteps import StratifiedSampler, TimestepSampler, UniformSampler, make_sampler
 
 K = 3
 SHAPE = (4,)
 D = 4
-
-
-class TableNet(nn.Module):
-    """Context-free: a learned logit table per position, ignoring the input."""
-
-    def __init__(self, num_vars: int, num_classes: int, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.table = nn.Parameter(torch.randn(num_vars, num_classes, generator=gen))
-
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.table.expand(x_in.shape[0], *self.table.shape)
-
-
-class MLPNet(nn.Module):
-    """Context-dependent: an MLP over the one-hot masked input, the mask and t."""
-
-    def __init__(self, num_vars: int, num_classes: int, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.k = num_classes
-        self.mlp = nn.Sequential(
-            nn.Linear(num_vars * (num_classes + 2) + 1, 32), nn.Tanh(),
-            nn.Linear(32, num_vars * num_classes),
-        )
-        for p in self.mlp.parameters():
-            nn.init.normal_(p, std=1.0)
-
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        one_hot = nn.functional.one_hot(x_in, self.k + 1).flatten(1).float()
-        feats = torch.cat([one_hot, known.flatten(1).float(), t[:, None].float()], dim=1)
-        return self.mlp(feats).reshape(*x_in.shape, self.k)
 
 
 class FixedSampler(TimestepSampler):
@@ -77,7 +47,7 @@ def exact_order_average(model: OrderAgnosticARDM, x: torch.Tensor, policy=None) 
 
 @pytest.fixture(params=["table", "mlp"])
 def model(request: pytest.FixtureRequest) -> OrderAgnosticARDM:
-    net = TableNet(D, K, seed=1) if request.param == "table" else MLPNet(D, K, seed=2)
+    net = TableNet(SHAPE, K, seed=1) if request.param == "table" else MLPNet(SHAPE, K, seed=2)
     return OrderAgnosticARDM(net, K, SHAPE, ce_weight=0.0)
 
 
@@ -127,31 +97,12 @@ def test_policy_estimator_random_order_matches_exact(model: OrderAgnosticARDM, p
 
 def test_nll_bpd_is_unbiased_monte_carlo() -> None:
     # The plain random estimator, no enumeration hooks: mean over many draws near the exact value.
-    model = OrderAgnosticARDM(MLPNet(D, K, seed=3), K, SHAPE)
+    model = OrderAgnosticARDM(MLPNet(SHAPE, K, seed=3), K, SHAPE)
     x = X_ITEMS[0]
     est = model.nll_bpd(x.expand(20000, -1), generator=torch.Generator().manual_seed(0))
     exact = exact_order_average(model, x) / D
     stderr = float(est.std()) / math.sqrt(est.numel())
     assert abs(float(est.mean()) - exact) < 4 * stderr + 1e-6
-
-
-class StepMarkerNet(nn.Module):
-    """Predicts, with certainty, the index of the current call; checks the masking of its input."""
-
-    def __init__(self, num_classes: int, absorbing: int) -> None:
-        super().__init__()
-        self.calls = 0
-        self.k = num_classes
-        self.absorbing = absorbing
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        assert bool((x_in[~known] == self.absorbing).all())
-        assert torch.equal(t, known.flatten(1).sum(1))
-        logits = torch.full((*x_in.shape, self.k), -1e9)
-        logits[..., self.calls] = 0.0
-        self.calls += 1
-        return logits
 
 
 @pytest.mark.parametrize("policy", [[0], [0, 3], [0, 1, 2, 9, 15], list(range(16))])
@@ -161,7 +112,7 @@ def test_sample_calls_and_fills_each_variable_once(policy: list[int]) -> None:
     model = OrderAgnosticARDM(net, 16, shape)
     order = torch.from_numpy(np.random.default_rng(0).permutation(16))
     x = model.sample(3, policy=policy, order=order)
-    assert net.calls == len(policy)
+    assert net.calls == model.network_calls == len(policy)
     bounds = policy + [16]
     flat = x.flatten(1)
     for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -180,55 +131,29 @@ def test_sample_random_orders_and_temperature() -> None:
         model.sample(1, budget=2)
 
 
-class RecordingNet(nn.Module):
-    """Wraps a net and checks every input it sees for leaks of unknown variables."""
-
-    def __init__(self, inner: nn.Module, absorbing: int) -> None:
-        super().__init__()
-        self.inner = inner
-        self.absorbing = absorbing
-        self.seen = 0
-
-    def _check(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> None:
-        assert bool((x_in[~known] == self.absorbing).all())
-        assert torch.equal(t, known.flatten(1).sum(1))
-        self.seen += 1
-
-    def forward(self, x_in, known, t):  # type: ignore[no-untyped-def]
-        self._check(x_in, known, t)
-        return self.inner(x_in, known, t)
-
-    def target_log_probs(self, x_in, known, t, target):  # type: ignore[no-untyped-def]
-        self._check(x_in, known, t)
-        return self.inner.target_log_probs(x_in, known, t, target)
-
-
-def _perturbed_tiny(num_classes: int, shape: tuple[int, ...]) -> nn.Module:
-    net = build_net("tiny", num_classes, shape)
-    torch.manual_seed(0)
-    for p in net.parameters():  # zero-initialized output layers would hide any dependence
-        nn.init.normal_(p, std=0.2)
-    return net
-
-
 def test_masks_never_leak_into_predictions() -> None:
     shape = (1, 4, 4)
-    model = OrderAgnosticARDM(_perturbed_tiny(8, shape), 8, shape)
+    model = OrderAgnosticARDM(perturbed_unet(8, shape), 8, shape)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 8, (3, *shape), generator=gen)
     known = torch.rand(3, *shape, generator=gen) < 0.5
     other = torch.where(known, x, torch.randint(0, 8, x.shape, generator=gen))
     assert not torch.equal(other, x)
-    with torch.no_grad():
-        a, b = model.predict_logits(x, known), model.predict_logits(other, known)
-        c = model.predict_logits(x, known.logical_not())
+    a, b = model.predict_log_probs(x, known), model.predict_log_probs(other, known)
+    c = model.predict_log_probs(x, known.logical_not())
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)  # the network does depend on the known values
+    assert torch.allclose(a.exp().sum(-1), torch.ones(3, *shape), atol=1e-5)  # normalized
+    positions = torch.tensor([[0, 5], [15, 1], [3, 3]])
+    picked = model.predict_log_probs(x, known, positions)
+    assert picked.shape == (3, 2, 8)
+    flat = a.flatten(1, -2)
+    assert torch.allclose(picked, flat.gather(1, positions[..., None].expand(-1, -1, 8)))
 
 
 def test_every_method_masks_its_inputs() -> None:
     shape = (1, 4, 4)
-    rec = RecordingNet(_perturbed_tiny(8, shape), absorbing=8)
+    rec = RecordingNet(perturbed_unet(8, shape), absorbing=8)
     model = OrderAgnosticARDM(rec, 8, shape)
     x = torch.randint(0, 8, (2, *shape), generator=torch.Generator().manual_seed(1))
     order = np.random.default_rng(0).permutation(16)
@@ -238,26 +163,27 @@ def test_every_method_masks_its_inputs() -> None:
     model.exact_nll_bits(x, order, [0, 7, 11])
     model.sample(2, policy=[0, 8])
     model.estimate_step_losses(x, batch_size=8)
-    assert rec.seen == 1 + 1 + 1 + 3 + 2 + 2
+    model.predict_log_probs(x, torch.rand(2, *shape) < 0.5)
+    levels = torch.randint(0, 2, (2, 16))
+    model.coding_log_probs(x.flatten(1), levels, torch.tensor([[0, 1], [2, 3]]))
+    assert rec.calls == model.network_calls == 1 + 1 + 1 + 3 + 2 + 2 + 1 + 1
 
 
-def test_fast_target_path_matches_full_logits() -> None:
+@pytest.mark.parametrize("head", ["logistic_mixture", "categorical"])
+def test_fast_target_path_matches_full_log_probs(head: str) -> None:
     shape = (1, 4, 4)
-    for head in ("logistic_mixture", "categorical"):
-        net = build_net("tiny", 256, shape, head=head)
-        for p in net.parameters():
-            nn.init.normal_(p, std=0.1)
-        model = OrderAgnosticARDM(net, 256, shape)
-        x = torch.randint(0, 256, (2, *shape))
-        known = torch.rand(2, *shape) < 0.3
-        with torch.no_grad():
-            fast = model._target_log_probs(x, known)
-            full = torch.log_softmax(model.predict_logits(x, known), -1)
-        assert torch.allclose(fast, full.gather(-1, x.unsqueeze(-1)).squeeze(-1), atol=1e-4)
+    model = OrderAgnosticARDM(perturbed_unet(256, shape, std=0.1, head=head), 256, shape)
+    x = torch.randint(0, 256, (2, *shape))
+    known = torch.rand(2, *shape) < 0.3
+    with torch.no_grad():
+        fast = model._target_log_probs(x.flatten(1), (~known).long().flatten(1))
+    full = model.predict_log_probs(x, known).flatten(1, -2)
+    want = full.gather(-1, x.flatten(1).unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(fast, want, atol=1e-4)
 
 
 def test_estimate_step_losses_uniform_table_is_log2_k() -> None:
-    net = TableNet(D, K)
+    net = TableNet(SHAPE, K)
     with torch.no_grad():
         net.table.zero_()
     model = OrderAgnosticARDM(net, K, SHAPE)
@@ -270,7 +196,7 @@ def test_estimate_step_losses_uniform_table_is_log2_k() -> None:
 
 def test_estimate_step_losses_sum_estimates_nll() -> None:
     # sum_t L_t is the expected full-model NLL (E over orders), here of a context-free net.
-    net = TableNet(D, K, seed=5)
+    net = TableNet(SHAPE, K, seed=5)
     model = OrderAgnosticARDM(net, K, SHAPE)
     x = X_ITEMS[0]
     model.estimate_step_losses(x, evals_per_step=2000, batch_size=4096,
@@ -279,32 +205,55 @@ def test_estimate_step_losses_sum_estimates_nll() -> None:
 
 
 def test_policy_full_budget_and_errors() -> None:
-    model = OrderAgnosticARDM(TableNet(D, K), K, SHAPE)
-    assert model.policy().tolist() == [0, 1, 2, 3]
-    assert model.policy(10).tolist() == [0, 1, 2, 3]
+    model = OrderAgnosticARDM(TableNet(SHAPE, K), K, SHAPE)
+    assert (model.num_stages, model.num_steps, model.min_budget, model.max_budget) == (1, D, 1, D)
+    assert model.symbols_per_step == K and model.stage_step_losses.shape == (1, D)
+    assert model.policy().stages[0].tolist() == [0, 1, 2, 3]
+    assert model.policy(10).stages[0].tolist() == [0, 1, 2, 3] and model.policy(10).calls == D
     with pytest.raises(ValueError, match="estimate_step_losses"):
         model.policy(2)
     with pytest.raises(ValueError, match="budget"):
         model.policy(0)
+    with pytest.raises(ValueError, match="integer"):
+        model.policy(10.5)  # even a float above D is an error, not the full policy
+    with pytest.raises(ValueError, match="num_vars"):
+        model.policy(2, num_vars=0)
 
 
 def test_policy_uses_core_dp_on_sorted_losses() -> None:
-    from ardm import _core
-
-    if not hasattr(_core, "optimal_policy"):
-        pytest.skip("ardm._core.optimal_policy not built yet")
-    model = OrderAgnosticARDM(TableNet(8, K), K, (8,))
+    model = OrderAgnosticARDM(TableNet((8,), K), K, (8,))
     model.step_losses.copy_(torch.tensor([3.0, 2.0, 2.5, 1.0, 0.5, 0.7, 0.2, 0.1], dtype=torch.float64))
+    sorted_losses = np.sort(model.step_losses.numpy())[::-1].copy()
     for budget in (1, 2, 3, 5):
         policy = model.policy(budget)
-        assert policy[0] == 0 and len(policy) <= budget and np.all(np.diff(policy) > 0)
-        sorted_losses = np.sort(model.step_losses.numpy())[::-1].copy()
-        assert np.array_equal(policy, _core.optimal_policy(sorted_losses, budget))
-    assert len(model.naive_policy(4)) == 4
+        steps = policy.stages[0]
+        assert len(policy.stages) == 1 and len(policy) == policy.calls <= budget
+        assert steps[0] == 0 and np.all(np.diff(steps) > 0)
+        assert np.array_equal(steps, _core.optimal_policy(sorted_losses, budget))
+    naive = model.naive_policy(4)
+    assert naive.calls == 4 and naive.stages[0].tolist() == _core.naive_policy(8, 4).tolist()
+
+
+def test_policy_for_fewer_variables_uses_the_last_steps() -> None:
+    # An item of m < D variables (the rest padding, known from the start) plans on L_{D-m..D-1}.
+    model = OrderAgnosticARDM(TableNet((8,), K), K, (8,))
+    losses = torch.tensor([9.0, 8.0, 3.0, 2.0, 2.5, 1.0, 0.5, 0.1], dtype=torch.float64)
+    model.step_losses.copy_(losses)
+    tail = np.sort(losses.numpy()[3:])[::-1].copy()
+    for budget in (1, 2, 4):
+        policy = model.policy(budget, num_vars=5)
+        assert np.array_equal(policy.stages[0], _core.optimal_policy(tail, budget))
+        assert policy.stages[0].max() < 5
+        assert model.plan(budget, num_vars=5).cost == pytest.approx(
+            _core.policy_cost(tail, policy.stages[0])
+        )
+    assert model.policy(5, num_vars=5).stages[0].tolist() == [0, 1, 2, 3, 4]  # every step
+    with pytest.raises(ValueError, match="num_vars"):
+        model.policy(3, num_vars=9)
 
 
 def test_input_validation() -> None:
-    model = OrderAgnosticARDM(TableNet(D, K), K, SHAPE)
+    model = OrderAgnosticARDM(TableNet(SHAPE, K), K, SHAPE)
     x = torch.tensor([[0, 1, 2, 1]])
     with pytest.raises(ValueError, match="shape"):
         model.training_loss(torch.zeros(2, 5, dtype=torch.long))
@@ -313,7 +262,7 @@ def test_input_validation() -> None:
     with pytest.raises(ValueError, match="values"):
         model.training_loss(torch.tensor([[0, 1, 3, 0]]))
     with pytest.raises(ValueError, match="bool"):
-        model.predict_logits(x, torch.zeros(1, 4, dtype=torch.long))
+        model.predict_log_probs(x, torch.zeros(1, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="permutation"):
         model.exact_nll_bits(x, [0, 0, 1, 2])
     with pytest.raises(ValueError, match="shape"):
@@ -324,8 +273,14 @@ def test_input_validation() -> None:
         model.nll_bpd(x, policy=[0, 2, 2])
     with pytest.raises(ValueError, match="step_index"):
         model.nll_bpd(x, policy=[0, 2], step_index=torch.tensor([2]))
+    with pytest.raises(ValueError, match="policy"):
+        model.sample(1, policy=3)
     with pytest.raises(ValueError, match="num_classes"):
-        OrderAgnosticARDM(TableNet(D, 1), 1, SHAPE)
+        OrderAgnosticARDM(TableNet(SHAPE, 1), 1, SHAPE)
+    with pytest.raises(ValueError, match="head"):
+        OrderAgnosticARDM(nn.Linear(4, 4), K, SHAPE)  # no output head
+    with pytest.raises(ValueError, match="classes"):
+        OrderAgnosticARDM(TableNet(SHAPE, K + 1), K, SHAPE)  # a head over K + 1 values
 
 
 def test_timestep_samplers() -> None:
@@ -352,9 +307,6 @@ def test_timestep_samplers() -> None:
     ],
 )
 def test_step_loss_estimation_rejects_bad_arguments(kwargs, message) -> None:
-    from ardm.nets import build_net
-    from ardm.upscale import UpscaleARDM
-
     models = [
         OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4)),
         UpscaleARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4), 2),

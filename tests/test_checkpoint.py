@@ -8,21 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TableNet, perturbed_unet
 
 from ardm import checkpoint
-from ardm.ardm import OrderAgnosticARDM
 from ardm.checkpoint import CONFIG_FILE, build_model, load_model, model_config, save_model
+from ardm.models import MODEL_KINDS, OrderAgnosticARDM, UpscaleARDM
 from ardm.nets import build_net
-from ardm.upscale import UpscaleARDM
 
 SHAPE = (1, 8, 8)
 
 
 def _upscale(parametrization: str = "data", head: str = "logistic_mixture") -> UpscaleARDM:
-    net = build_net("tiny", 256, SHAPE, head=head)
-    torch.manual_seed(0)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.1)
+    net = perturbed_unet(256, SHAPE, std=0.1, head=head)
     model = UpscaleARDM(
         net, 256, SHAPE, branch_factor=4, parametrization=parametrization, ce_weight=2e-3,
         budget_split="equal",
@@ -46,6 +43,8 @@ def test_upscale_round_trip_gives_identical_outputs(
     assert config["model"] == "upscale" and config["branch_factor"] == 4
     assert config["parametrization"] == parametrization and config["budget_split"] == "equal"
     assert config["order_seed"] == 42 and "absorbing_state" not in config
+    assert config["net"] == "unet" and config["net_config"]["head"] == head
+    assert config["modality"] == "image"
 
     loaded = load_model(tmp_path)
     assert isinstance(loaded, UpscaleARDM) and not loaded.training
@@ -59,7 +58,18 @@ def test_upscale_round_trip_gives_identical_outputs(
         assert torch.equal(
             loaded.predict_digit_log_probs(x, levels), model.predict_digit_log_probs(x, levels)
         )
-    assert [p.tolist() for p in loaded.policy(9)] == [p.tolist() for p in model.policy(9)]
+    assert loaded.policy(9) == model.policy(9)
+
+
+def test_every_kind_round_trips_through_its_config() -> None:
+    for kind, cls in MODEL_KINDS.items():
+        args = {"branch_factor": 4} if kind == "upscale" else {}
+        model = cls(build_net("tiny", 16, (1, 4, 4), head="categorical"), 16, (1, 4, 4), **args)
+        model.order_seed, model.modality = 3, "image"
+        config = model_config(model)
+        assert config["model"] == kind == model.kind
+        again = build_model(json.loads(json.dumps(config)))  # through JSON, as on disk
+        assert type(again) is cls and model_config(again) == config
 
 
 def test_order_seed_of_an_order_agnostic_model(tmp_path: Path) -> None:
@@ -88,6 +98,14 @@ def test_bad_configs_raise_value_error() -> None:
         ("parametrization", "both", "parametrization"),
         ("budget_split", "random", "budget split"),
         ("model", "flow", "unsupported model kind"),
+        ("model", None, "unsupported model kind"),
+        ("net", "transformer", "unknown net"),
+        ("net_config", {"width": 3}, "UNetConfig"),
+        ("net_config", [], "net_config"),
+        ("modality", "video", "unknown modality"),
+        ("format_version", 99, "newer"),
+        ("num_classes", 1, "num_classes"),
+        ("data_shape", [1, 8], "data_shape"),
     ]:
         with pytest.raises(ValueError, match=match):
             build_model({**config, key: value})
@@ -95,6 +113,12 @@ def test_bad_configs_raise_value_error() -> None:
     del missing["branch_factor"]
     with pytest.raises(ValueError, match="branch_factor"):
         build_model(missing)
+
+
+def test_saving_needs_a_registered_net(tmp_path: Path) -> None:
+    model = OrderAgnosticARDM(TableNet((1, 4, 4), 4), 4, (1, 4, 4))
+    with pytest.raises(ValueError, match="not a registered net"):
+        save_model(model, {}, tmp_path)
 
 
 def test_saving_rejects_a_bad_order_seed(tmp_path: Path) -> None:

@@ -66,17 +66,45 @@ def test_single_file_output_name(run_dir, tmp_path):
 )
 def test_bad_input_files(run_dir, tmp_path, capsys, content, name, message):
     (tmp_path / name).write_bytes(content)
-    assert main(["compress", str(tmp_path / name), "--model", str(run_dir)]) == 2
+    assert main(["compress", str(tmp_path / name), "--model", str(run_dir)]) == 1
     assert message in capsys.readouterr().err
 
 
 def test_wrong_image_size_and_corrupted_blob(run_dir, tmp_path, capsys):
     Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "big.png")
-    assert main(["compress", str(tmp_path / "big.png"), "--model", str(run_dir)]) == 2
+    assert main(["compress", str(tmp_path / "big.png"), "--model", str(run_dir)]) == 1
     assert "does not fit" in capsys.readouterr().err
     (tmp_path / "c.ardm").write_bytes(b"\xad\x01\x00garbage")
-    assert main(["decompress", str(tmp_path / "c.ardm"), "--model", str(run_dir)]) == 2
-    assert "blob" in capsys.readouterr().err
+    assert main(["decompress", str(tmp_path / "c.ardm"), "--model", str(run_dir)]) == 1
+    assert "error" in capsys.readouterr().err
+
+
+def test_shipped_model_is_chosen_by_file_type_and_found_from_the_blob(tmp_path, capsys):
+    image = ardm.bundled_images()[3, 0].numpy()
+    Image.fromarray(image).save(tmp_path / "shirt.png")
+    assert main(["compress", str(tmp_path / "shirt.png"), "--budget", "5"]) == 0
+    (tmp_path / "shirt.png").unlink()
+    assert main(["decompress", str(tmp_path / "shirt.png.ardm")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "shirt.png")), image)
+
+
+def test_independent_items_and_a_custom_model_needs_model(run_dir, tmp_path, capsys):
+    np.save(tmp_path / "batch.npy", crops()[:5])
+    assert main(["compress", str(tmp_path / "batch.npy"), "--independent", "--budget", "6",
+                 "--model", str(run_dir)]) == 0
+    blob = (tmp_path / "batch.npy.ardm").read_bytes()
+    assert len(ardm.coding.split(blob)) == 5
+    assert main(["decompress", str(tmp_path / "batch.npy.ardm"), "-o", str(tmp_path / "r.npy")]) == 1
+    assert "--model" in capsys.readouterr().err
+    assert main(["decompress", str(tmp_path / "batch.npy.ardm"), "-o", str(tmp_path / "r.npy"),
+                 "--model", str(run_dir)]) == 0
+    assert np.array_equal(np.load(tmp_path / "r.npy"), crops()[:5])
+
+
+def test_a_file_type_no_model_reads(tmp_path, capsys):
+    (tmp_path / "notes.xyz").write_bytes(b"hello")
+    assert main(["compress", str(tmp_path / "notes.xyz")]) == 1
+    assert "no modality reads .xyz" in capsys.readouterr().err
 
 
 def test_help_lists_the_commands(capsys):

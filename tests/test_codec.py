@@ -1,16 +1,23 @@
-"""ardm.compress / ardm.decompress: bit-exact round trips on real images, across every budget,
-batch groupings and thread counts; and every bad input is a ValueError that says what is wrong."""
+"""ardm.compress / ardm.decompress: bit-exact round trips on real data across budgets, modes,
+groupings and thread counts, items of any length; sizes at the entropy limit; every bad input,
+flipped bit, truncation or foreign blob a ValueError."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
 
 import ardm
-from ardm.codec import compress, decompress, split
-from ardm.container import unpack
-from ardm.nets import build_net
+from ardm.coding import compress, decompress, split
+from ardm.coding.container import unpack_streams
+from ardm.models import OrderAgnosticARDM, UpscaleARDM
+from ardm.nets import CategoricalHead, build_net
 
 SHAPE = (1, 8, 8)  # an 8x8 crop of real images, 16 gray levels: small enough for every budget
 K = 16
@@ -23,19 +30,73 @@ def real_crops(n: int) -> torch.Tensor:
     return (torch.stack(crops) >> 4).to(torch.uint8)
 
 
+def real_text(n: int) -> bytes:
+    """Real English bytes: this package's own README, from its start."""
+    from pathlib import Path
+
+    text = (Path(ardm.__file__).resolve().parents[2] / "README.md").read_bytes()
+    return (text * (1 + n // len(text)))[:n]
+
+
+class SequenceNet(nn.Module):
+    """A small real network over 1-D items of bytes (embedding + conv), categorical head: lets the
+    codec's sequence layout (items of any length, chunked) be tested before a text net ships."""
+
+    def __init__(self, length: int, num_classes: int = 256, bias: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes + 1, 16)
+        self.conv = nn.Conv1d(17, 32, 5, padding=2)
+        self.out = nn.Linear(32, num_classes)
+        self.head = CategoricalHead(num_classes)
+        with torch.no_grad():  # ``bias`` > 0 makes value 0 very likely (a confidently wrong model)
+            self.out.bias[0] += bias
+
+    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([self.embed(x_in), known.unsqueeze(-1).float()], dim=-1)
+        h = torch.relu(self.conv(h.transpose(1, 2))).transpose(1, 2)
+        return self.out(h)
+
+
 @pytest.fixture(scope="module")
-def model() -> ardm.OrderAgnosticARDM:
+def model() -> OrderAgnosticARDM:
     torch.manual_seed(0)
-    m = ardm.OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
+    m = OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
     m.estimate_step_losses(real_crops(20), evals_per_step=2)
     return m
 
 
-def test_round_trip_every_budget(model):
+@pytest.fixture(scope="module")
+def upscale() -> UpscaleARDM:
+    torch.manual_seed(1)
+    m = UpscaleARDM(build_net("tiny", K, SHAPE), K, SHAPE, branch_factor=4).eval()
+    m.estimate_step_losses(real_crops(10))
+    return m
+
+
+@pytest.fixture(scope="module")
+def text_model() -> OrderAgnosticARDM:
+    torch.manual_seed(2)
+    m = OrderAgnosticARDM(SequenceNet(32), 256, (32,)).eval()
+    m.modality = "image"  # no text modality yet: only its dtype (uint8) matters here
+    data = torch.frombuffer(bytearray(real_text(32 * 8)), dtype=torch.uint8).view(8, 32)
+    m.estimate_step_losses(data)
+    return m
+
+
+@pytest.mark.parametrize("mode", ["joint", "independent"])
+def test_round_trip_every_budget(model, mode):
     x = real_crops(3)
     for budget in range(1, model.num_vars + 1):
-        blob = compress(x, model, budget=budget)
+        blob = compress(x, model, budget=budget, mode=mode)
         assert torch.equal(decompress(blob, model), x), budget
+
+
+@pytest.mark.parametrize("mode", ["joint", "independent"])
+def test_upscale_round_trip(upscale, mode):
+    x = real_crops(5)
+    for budget in (2, 3, 7, 40, upscale.max_budget):
+        blob = compress(x, upscale, budget=budget, mode=mode)
+        assert torch.equal(decompress(blob, upscale), x), budget
 
 
 def test_single_item_keeps_shape_and_dtype(model):
@@ -45,28 +106,25 @@ def test_single_item_keeps_shape_and_dtype(model):
         assert back.dtype == dtype and back.shape == x.shape and torch.equal(back, x)
 
 
-def test_numpy_input(model):
+def test_numpy_and_batch_of_one(model):
     x = real_crops(2).numpy()
     assert torch.equal(decompress(compress(x, model, budget=4), model), torch.from_numpy(x))
+    one = real_crops(1)
+    for mode in ("joint", "independent"):
+        assert decompress(compress(one, model, budget=4, mode=mode), model).shape == (1, *SHAPE)
 
 
-def test_encode_many_decode_each_alone(model):
+def test_independent_items_decode_alone_and_equal_single_blobs(model):
     x = real_crops(21)  # not a multiple of the evaluation chunk
-    blob = compress(x, model, budget=7)
+    blob = compress(x, model, budget=7, mode="independent")
     parts = split(blob)
     assert len(parts) == len(x)
     for i in (0, 8, 20):
+        assert parts[i] == compress(x[i], model, budget=7)  # grouping does not change a stream
         assert torch.equal(decompress(parts[i], model), x[i])
 
 
-def test_groupings_give_the_same_streams(model):
-    x = real_crops(12)
-    together = unpack(compress(x, model, budget=9)).streams
-    alone = [unpack(compress(x[i], model, budget=9)).streams[0] for i in range(len(x))]
-    assert together == alone
-
-
-def test_thread_counts_do_not_matter(model):
+def test_joint_groupings_and_threads_give_the_same_blob(model):
     x = real_crops(5)
     previous = torch.get_num_threads()
     try:
@@ -77,28 +135,105 @@ def test_thread_counts_do_not_matter(model):
         assert compress(x, model, budget=6) == blob
     finally:
         torch.set_num_threads(previous)
+    with pytest.raises(ValueError, match="joint"):
+        split(blob)
 
 
-def test_size_is_close_to_the_exact_nll(model):
-    x = real_crops(10)
-    budget = 8
-    blob = compress(x, model, budget=budget)
-    streams = unpack(blob).streams
-    order = ardm.random_order(model.num_vars, 0)
+def _nll_bits(model, x: torch.Tensor, budget: int) -> torch.Tensor:
+    order = ardm.random_order(model.num_vars, model.order_seed)
     with torch.no_grad():
-        nll = model.exact_nll_bits(x.long(), order, model.policy(budget))
-    for stream, bits in zip(streams, nll.tolist()):
-        assert 8 * len(stream) <= bits + 64 + 0.01 * bits + 32  # rANS flush and word rounding
+        return model.exact_nll_bits(x.long(), order, model.policy(budget))
 
 
-def test_order_seed_is_recorded(model):
+def test_sizes_are_at_the_entropy_limit():
+    """The shipped model at its default budget: one image alone costs its exact -log2 p plus
+    the 32-bit check, about 2 bits of header and the byte end; a joint batch pays that once."""
+    model = ardm.load()
+    x = ardm.bundled_images()[::3]
+    nll = _nll_bits(model, x, 100)
+    for i in range(len(x)):
+        assert 8 * len(compress(x[i], model)) <= nll[i] * 1.001 + 32 + 2 + 8
+    assert 8 * len(compress(x, model)) <= float(nll.sum()) * 1.001 + 32 + 8 + 8
+
+
+def test_custom_model_sizes(model):
+    """A model of your own stores 16 bits of its fingerprint; a budget other than the
+    default costs its flag and a number."""
+    x = real_crops(6)
+    nll = _nll_bits(model, x, 8)
+    header = 2 + 16 + 2 + 2 * math.log2(9) + 1 + 1
+    for i in range(len(x)):
+        assert 8 * len(compress(x[i], model, budget=8)) <= nll[i] * 1.002 + 32 + header + 8
+    independent = compress(x, model, budget=8, mode="independent")
+    frame = len(independent) - sum(len(s) for s in unpack_streams(independent)[1])
+    assert 8 * (len(independent) - frame) <= float(nll.sum()) * 1.002 + len(x) * (32 + header + 8)
+
+
+def test_order_seed_and_budget_are_recorded(model):
     x = real_crops(2)
     blob = compress(x, model, budget=3, order_seed=12345)
-    assert unpack(blob).order_seed == 12345
+    assert blob != compress(x, model, budget=3)
     assert torch.equal(decompress(blob, model), x)
 
 
-# ---- bad input ----------------------------------------------------------------------------------
+# ---- sequences of any length ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 31, 32, 33, 101])
+@pytest.mark.parametrize("mode", ["joint", "independent"])
+def test_sequences_of_any_length(text_model, length, mode):
+    data = real_text(length)
+    blob = compress(data, text_model, budget=10, mode=mode)
+    back = decompress(blob, text_model)
+    assert back.dtype == torch.uint8 and bytes(back.numpy()) == data
+    if mode == "independent" and length > 32:
+        assert len(split(blob)) == math.ceil(length / 32)
+
+
+def test_an_untrained_model_never_costs_much_more_than_the_input(text_model):
+    data = real_text(32 * 6 + 7)
+    blob = compress(data, text_model, budget=32)
+    # chunks it codes worse than raw are raw: the input, the check and a custom model's header
+    assert len(blob) <= len(data) + 12
+    assert bytes(decompress(blob, text_model).numpy()) == data
+
+
+def test_an_item_the_model_codes_badly_is_stored_raw():
+    torch.manual_seed(3)
+    wrong = OrderAgnosticARDM(SequenceNet(32, bias=12.0), 256, (32,)).eval()
+    wrong.step_losses.fill_(1.0)
+    data = bytes(range(1, 256)) * 2  # never the value the model expects
+    for mode in ("joint", "independent"):
+        blob = compress(data, wrong, budget=8, mode=mode)
+        assert bytes(decompress(blob, wrong).numpy()) == data
+        # the raw values; per stream the check, the header of a model of one's own (2.4
+        # bytes), the budget and the sequence's length, the byte end and the frame
+        streams = 1 if mode == "joint" else math.ceil(len(data) / 32)
+        assert len(blob) <= len(data) + 12 * streams, mode
+
+
+# ---- shipped model --------------------------------------------------------------------------
+
+
+def test_blob_names_the_shipped_model_and_decodes_without_it():
+    x = ardm.bundled_images()[:2]
+    blob = compress(x, budget=5)
+    assert ardm.coding.blob_model(blob) == "fashion-mnist"
+    assert torch.equal(decompress(blob), x)
+
+
+def test_a_changed_shipped_model_is_custom():
+    model = ardm.load()
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    blob = compress(ardm.bundled_images()[0], model, budget=5)
+    assert ardm.coding.blob_model(blob) is None
+    with pytest.raises(ValueError, match="model of your own"):
+        decompress(blob)
+    assert torch.equal(decompress(blob, model), ardm.bundled_images()[0])
+
+
+# ---- bad input ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -111,6 +246,7 @@ def test_order_seed_is_recorded(model):
         (torch.full((1, 8, 8), -1, dtype=torch.int32), "values"),
         (torch.zeros(0, 1, 8, 8, dtype=torch.uint8), "no items"),
         ([[1, 2]], "tensor"),
+        (b"bytes", "shape"),
     ],
 )
 def test_bad_data(model, x, message):
@@ -124,33 +260,80 @@ def test_bad_budget(model, budget):
         compress(real_crops(1), model, budget=budget)
 
 
-def test_truncated_and_corrupted_blobs(model):
-    x = real_crops(2)
-    blob = compress(x, model, budget=5)
+def test_bad_mode_and_model(model):
+    with pytest.raises(ValueError, match="mode"):
+        compress(real_crops(1), model, mode="fast")
+    with pytest.raises(ValueError, match="ARDM"):
+        compress(real_crops(1), object())
+
+
+@pytest.mark.parametrize("mode", ["joint", "independent"])
+def test_every_truncation_is_an_error(model, mode):
+    blob = compress(real_crops(3), model, budget=5, mode=mode)
     for cut in range(len(blob)):
         with pytest.raises(ValueError):
             decompress(blob[:cut], model)
-    rng = np.random.default_rng(0)
-    for _ in range(40):
-        bad = bytearray(blob)
-        bad[rng.integers(len(bad))] ^= int(rng.integers(1, 256))
-        try:
-            back = decompress(bytes(bad), model)
-        except ValueError:
-            continue
-        assert torch.equal(back, x)  # a flip that still decodes must give the exact data
+
+
+_BLOBS: dict[str, bytes] = {}
+
+
+def _blob(model, mode: str) -> bytes:
+    if mode not in _BLOBS:
+        _BLOBS[mode] = compress(real_crops(3), model, budget=6, mode=mode)
+    return _BLOBS[mode]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mode=st.sampled_from(["joint", "independent"]), where=st.floats(0, 1), bit=st.integers(0, 7))
+def test_every_flipped_bit_is_an_error(model, mode, where, bit):
+    blob = bytearray(_blob(model, mode))
+    blob[min(int(where * len(blob)), len(blob) - 1)] ^= 1 << bit
+    with pytest.raises(ValueError):
+        decompress(bytes(blob), model)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0, 1), other_cut=st.floats(0, 1))
+def test_spliced_blobs_are_errors(model, cut, other_cut):
+    a = _blob(model, "joint")
+    b = compress(real_crops(4)[1:], model, budget=6)
+    i, j = int(cut * len(a)), int(other_cut * len(b))
+    spliced = a[:i] + b[j:]
+    if spliced in (a, b):
+        return
+    with pytest.raises(ValueError):
+        decompress(spliced, model)
 
 
 def test_blob_from_another_model(model):
-    other = ardm.OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
+    other = OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
     other.step_losses.copy_(model.step_losses)
     blob = compress(real_crops(1), model, budget=4)
     with pytest.raises(ValueError, match="another model"):
         decompress(blob, other)
 
 
-def test_model_without_step_losses_needs_a_budget_of_d(model):
-    fresh = ardm.OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
+def test_format_1_blobs_are_named():
+    stream = b"\x00\x00\x00\x80\x00\x00\x00\x00"  # an empty v1 stream: state 2^31 in two words
+    v1 = bytes([0xAD, 1, 0x00, 0x12, 0x34, 5, 0, 2]) + b"\x00\x00\x00\x00" + stream
+    with pytest.raises(ValueError, match="format-1"):
+        decompress(v1)
+
+
+def test_garbage_is_an_error(model):
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 4, 9, 64, 500):
+        with pytest.raises(ValueError):
+            decompress(rng.integers(0, 256, n, dtype=np.uint8).tobytes(), model)
+    with pytest.raises(ValueError, match="empty"):
+        decompress(b"", model)
+    with pytest.raises(ValueError, match="bytes"):
+        decompress("not bytes", model)
+
+
+def test_model_without_step_losses_needs_a_budget_of_d():
+    fresh = OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
     with pytest.raises(ValueError, match="step losses"):
         compress(real_crops(1), fresh, budget=4)
     x = real_crops(1)

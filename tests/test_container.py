@@ -1,100 +1,170 @@
-"""The container parser: round trips, every truncation, and fuzzing with random and mutated bytes."""
+"""The container: the frame of independent streams, header fields coded in the stream, the
+check carried by the coder's initial state, and format-1 detection."""
+
+from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ardm.container import DTYPES, Header, data_checksum, pack, unpack
-
-words = st.integers(0, 40).map(lambda n: bytes(range(4 * n % 256))[: 4 * n].ljust(4 * n, b"\x07"))
-
-
-@st.composite
-def headers(draw) -> Header:
-    batched = draw(st.booleans())
-    n = draw(st.integers(1, 5)) if batched else 1
-    return Header(
-        kind=draw(st.sampled_from([0, 1])),
-        dtype=draw(st.sampled_from(DTYPES)),
-        batched=batched,
-        fingerprint=draw(st.integers(0, 0xFFFF)),
-        budget=draw(st.integers(1, 100_000)),
-        order_seed=draw(st.integers(0, 2**63)),
-        checksums=draw(st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n)),
-        streams=draw(st.lists(words, min_size=n, max_size=n)),
-    )
+from ardm import _core
+from ardm.coding.container import (
+    JOIN_CONCAT,
+    JOIN_STACK,
+    LAYOUT_BATCH,
+    LAYOUT_ONE,
+    LAYOUT_SEQUENCE,
+    StreamHeader,
+    check_state,
+    looks_like_version_1,
+    pack_streams,
+    unpack_streams,
+)
+from ardm.coding.fields import FieldReader, FieldWriter
 
 
-@given(headers())
-def test_round_trip(header):
-    assert unpack(pack(header)) == header
-
-
-def test_single_image_overhead_is_twelve_bytes():
-    stream = bytes(4 * 80)
-    header = Header(0, "uint8", False, 0x1234, 100, 7, [0xDEADBEEF], [stream])
-    assert len(pack(header)) - len(stream) == 12
-
-
-@given(headers())
-@settings(max_examples=30)
-def test_every_truncation_is_a_value_error(header):
-    blob = pack(header)
-    for cut in range(len(blob)):
-        with pytest.raises(ValueError):
-            unpack(blob[:cut])
-
-
-@given(st.binary(max_size=300))
-def test_random_bytes_never_crash(blob):
-    try:
-        unpack(blob)
-    except ValueError:
-        pass
-
-
-@given(headers(), st.data())
-def test_mutations_give_value_error_or_a_valid_header(header, data):
-    blob = bytearray(pack(header))
-    for _ in range(data.draw(st.integers(1, 3))):
-        i = data.draw(st.integers(0, len(blob) - 1))
-        blob[i] ^= data.draw(st.integers(1, 255))
-    try:
-        parsed = unpack(bytes(blob))
-    except ValueError:
-        return
-    assert isinstance(parsed, Header) and parsed.num_items >= 1  # parsed, to be caught by CRC
+def test_frame_round_trip_and_one_stream_passes_through():
+    streams = [b"\x05" + bytes(range(10)), b"\x01abc", b"\xff" * 300]
+    rng = np.random.default_rng(0)
+    many = [b"\x07" * int(n) for n in rng.integers(250, 350, 100)]
+    framed = pack_streams(many, JOIN_STACK)
+    assert unpack_streams(framed) == (JOIN_STACK, many)
+    assert len(framed) - sum(map(len, many)) <= 100 * 8 / 8 + 6  # Rice: about a byte a length
+    for joiner in (JOIN_STACK, JOIN_CONCAT):
+        assert unpack_streams(pack_streams(streams, joiner)) == (joiner, streams)
+    assert unpack_streams(b"\x07abcd") == (None, [b"\x07abcd"])
+    assert pack_streams([b"\x07abcd"], None) == b"\x07abcd"
 
 
 @pytest.mark.parametrize(
     "blob, message",
     [
         (b"", "empty"),
-        (b"PK\x03\x04", "magic"),
-        (b"\xad\x09", "version"),
-        (b"\xad\x01\x8f", "flags"),
-        (b"\xad\x01\x00\x00", "truncated"),
+        (b"\x00", "truncated"),
+        (b"\x00\x05\x01\x01abcd", "joiner"),
+        (b"\x00\x00\x80", "truncated"),
+        (b"\x00\x00\x7f\x01\x01abcd", "cannot fit"),
+        (b"\x00\x00\x02\xc8\x01\x00\x00\x01abcd\x02efgh", "do not fit"),
+        (b"\x00\x00\x02\x05\x50\x00\x01abcd\x02efgh", "Rice"),
+        (b"\x00\x00\x02\x05\x00\x00\x00abcd\x02efgh", "zero byte"),
+        (b"\x00\x00\x02\x85\x00\x00\x00\x01abc\x02efgh", "non-canonical"),
+        (b"\x00\x00\x02\x05\x00\xff\xff\xff\xff", "exceeds"),
     ],
 )
-def test_foreign_and_broken_blobs_say_what_is_wrong(blob, message):
+def test_bad_frames(blob, message):
     with pytest.raises(ValueError, match=message):
-        unpack(blob)
+        unpack_streams(blob)
 
 
-def test_trailing_bytes_are_rejected():
-    blob = pack(Header(0, "uint8", False, 1, 5, 0, [0], [b"abcd"]))
-    with pytest.raises(ValueError, match="trailing"):
-        unpack(blob + b"\x00")
+def test_frame_refuses_streams_that_would_look_like_a_frame():
+    with pytest.raises(ValueError):
+        pack_streams([b"\x00abcd"], JOIN_STACK)
 
 
-def test_not_bytes():
-    with pytest.raises(ValueError, match="bytes"):
-        unpack("not bytes")  # type: ignore[arg-type]
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_bytes_frame_or_error(blob):
+    try:
+        joiner, streams = unpack_streams(blob)
+    except ValueError:
+        return
+    assert sum(len(s) for s in streams) <= len(blob) and all(s[0] != 0 for s in streams)
 
 
-def test_checksum_depends_on_values_and_dtype_width():
-    a = np.arange(10, dtype=np.uint8)
-    assert data_checksum(a) != data_checksum(a[::-1])
-    assert data_checksum(a) != data_checksum(a.astype(np.int64))
-    assert data_checksum(a.astype(">u2")) == data_checksum(a.astype("<u2"))
+fields = st.lists(
+    st.one_of(
+        st.tuples(st.just("flag"), st.booleans(), st.floats(0.001, 0.999)),
+        st.tuples(st.just("uint"), st.integers(0, 2**61), st.just(0.0)),
+        st.tuples(st.just("choice"), st.integers(0, 2), st.just(0.0)),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(fields)
+def test_fields_round_trip(items):
+    writer = FieldWriter()
+    for kind, value, p in items:
+        if kind == "flag":
+            writer.flag(value, p)
+        elif kind == "uint":
+            writer.uint(value)
+        else:
+            writer.choice(value, (0.2, 0.3, 0.5))
+    coder = _core.AnsCoder()
+    writer.push_onto(coder)
+    coder = _core.AnsCoder.from_compact_bytes(coder.to_compact_bytes())
+    reader = FieldReader(coder)
+    for kind, value, p in items:
+        if kind == "flag":
+            assert reader.flag(p) == value
+        elif kind == "uint":
+            assert reader.uint() == value
+        else:
+            assert reader.choice((0.2, 0.3, 0.5)) == value
+    assert coder.num_words() == 0 and coder.state() == 2**31
+
+
+def _header_cost_bits(header: StreamHeader) -> float:
+    writer = FieldWriter()
+    header.write(writer)
+    coder = _core.AnsCoder(2**40)  # a large initial state: the size grows by the fields' bits
+    writer.push_onto(coder)
+    return math.log2(coder.state()) + 32 * coder.num_words() - 40
+
+
+def test_the_usual_header_costs_under_two_bits():
+    header = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, raw=[False])
+    assert _header_cost_bits(header) < 2.5
+    budget = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, budget=20, raw=[False])
+    assert _header_cost_bits(budget) < 2.0 + 2 + 2 * math.log2(21) + 1  # its flag and a uint
+    batch = StreamHeader("fashion-mnist", 0, LAYOUT_BATCH, 100, raw=[False] * 100)
+    assert _header_cost_bits(batch) < 20.0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        StreamHeader("kjv", 0, LAYOUT_SEQUENCE, 12345, raw=[False] * 49),
+        StreamHeader(None, 0xBEEF, LAYOUT_BATCH, 3, "int16", 77, 5, raw=[True, False, True]),
+        StreamHeader("speech", 0, LAYOUT_ONE, 1, "uint8", None, 0, raw=[False]),
+        StreamHeader("kjv", 0, LAYOUT_ONE, 1, None, 64, None, raw=[True]),
+    ],
+)
+def test_header_round_trip(header):
+    writer = FieldWriter()
+    header.write(writer)
+    coder = _core.AnsCoder()
+    writer.push_onto(coder)
+    reader = FieldReader(coder)
+    back = StreamHeader.read_prefix(reader)
+    back.read_raw_flags(reader, len(header.raw))
+    assert back == header
+
+
+def test_initial_state_covers_fingerprint_header_and_values():
+    header = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, raw=[False])
+    items = [np.arange(10, dtype=np.uint8)]
+    state = header.initial_state(1234, items)
+    assert 2**31 <= state < 2**31 + 2**32
+    assert header.initial_state(1235, items) != state
+    assert header.initial_state(1234, [items[0].astype(np.int8)]) == state  # same bytes...
+    other = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, "int8", raw=[False])
+    assert other.initial_state(1234, [items[0].astype(np.int8)]) != state  # ...but the dtype is covered
+    check_state(state, 0, state)
+    with pytest.raises(ValueError, match="integrity"):
+        check_state(state + 1, 0, state)
+    with pytest.raises(ValueError, match="integrity"):
+        check_state(state, 1, state)
+
+
+def test_format_1_detection():
+    stream = b"\x00\x00\x00\x80\x00\x00\x00\x00"
+    v1 = bytes([0xAD, 1, 0x00, 0x12, 0x34, 5, 0, 2]) + b"\x00\x00\x00\x00" + stream
+    assert looks_like_version_1(v1)
+    assert not looks_like_version_1(v1[:-1])
+    assert not looks_like_version_1(b"\xad\x02" + v1[2:])

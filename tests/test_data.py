@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import idx_bytes, write_mnist_dir
 
 from ardm import data
 from ardm.data import load_dataset, read_idx
-
-
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 def _write_mnist_dir(root: Path, gz: bool) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     train = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
     test = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
-    for prefix, arr in (("train", train), ("t10k", test)):
-        raw = _idx_bytes(arr)
-        name = f"{prefix}-images-idx3-ubyte"
-        if gz:
-            (root / f"{name}.gz").write_bytes(gzip.compress(raw))
-        else:
-            (root / name).write_bytes(raw)
+    write_mnist_dir(root, train, test, gz)
     return train, test
 
 
@@ -44,7 +32,7 @@ def test_idx_directory_round_trip(tmp_path: Path, gz: bool) -> None:
 
 
 def test_read_idx_validates(tmp_path: Path) -> None:
-    good = _idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    good = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
     path = tmp_path / "f-idx2-ubyte"
     path.write_bytes(good)
     assert read_idx(path).shape == (3, 4)
@@ -62,7 +50,7 @@ def test_read_idx_validates(tmp_path: Path) -> None:
 
 
 def test_labels_file_is_not_images(tmp_path: Path) -> None:
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros(5, dtype=np.uint8)))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros(5, dtype=np.uint8)))
     with pytest.raises(ValueError, match="expected uint8 images"):
         load_dataset(tmp_path)
 
@@ -110,10 +98,19 @@ def test_cifar_pickle_cannot_run_code(tmp_path: Path) -> None:
         load_dataset(tmp_path, "test")
 
 
-def test_real_fashion_mnist() -> None:
-    directory, _ = data.DATASET_DIRS["fashion-mnist"]
-    if not directory.is_dir():
-        pytest.skip("dataset-fashion-mnist is not installed")
-    x = load_dataset("fashion-mnist", "test")
+def test_real_fashion_mnist(fashion_mnist_test: torch.Tensor) -> None:
+    x = fashion_mnist_test
     assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.uint8
     assert int(x.max()) == 255 and int(x.min()) == 0
+    assert load_dataset("fashion-mnist", "train").shape == (60000, 1, 28, 28)
+
+
+def test_image_modality_loads_datasets(tmp_path: Path) -> None:
+    from ardm.modalities import MODALITIES, get_modality
+
+    _, test = _write_mnist_dir(tmp_path, gz=True)
+    image = get_modality("image")
+    assert MODALITIES["image"] is image and image.num_classes == 256
+    assert np.array_equal(image.load(str(tmp_path), "test")[:, 0].numpy(), test)
+    with pytest.raises(ValueError, match="unknown modality"):
+        get_modality("video")

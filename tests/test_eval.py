@@ -3,44 +3,27 @@
 from __future__ import annotations
 
 import doctest
-import gzip
 import math
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from ardm import cli, evaluate
-from ardm.ardm import OrderAgnosticARDM
 from ardm.checkpoint import load_model, save_model
 from ardm.commands import eval as eval_command
-from ardm.data import DATASET_DIRS, load_dataset
-from ardm.evaluate import evaluate_budgets, policy_specs, sample_images
+from ardm.data import load_dataset
+from ardm.evaluate import evaluate_budgets, policy_specs, sample_images, step_loss_curves
+from ardm.models import OrderAgnosticARDM, Policy, UpscaleARDM
 from ardm.nets import build_net
-from ardm.upscale import UpscaleARDM
 
 SHAPE = (1, 8, 8)  # D = 64
 
 
-def _write_idx(path: Path, images: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", *images.shape)
-    path.write_bytes(gzip.compress(header + images.astype(np.uint8).tobytes()))
-
-
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8x8 center crops of real Fashion-MNIST test images (random pixels if not installed)."""
-    root = tmp_path_factory.mktemp("fm8")
-    if DATASET_DIRS["fashion-mnist"][0].is_dir():
-        images = load_dataset("fashion-mnist", "test")[:80, 0, 10:18, 10:18].numpy()
-    else:
-        images = np.random.default_rng(0).integers(0, 256, (80, 8, 8), dtype=np.uint8)
-    _write_idx(root / "train-images-idx3-ubyte.gz", images[:48])
-    _write_idx(root / "t10k-images-idx3-ubyte.gz", images[48:])
-    return root
+def image_dir(fm8_dir: Path) -> Path:
+    return fm8_dir
 
 
 def _oa() -> OrderAgnosticARDM:
@@ -94,6 +77,10 @@ def test_upscale_specs_show_both_splits() -> None:
     assert specs["equal"].stage_budgets == (3, 3) and specs["naive"].stage_budgets == (3, 3)
     assert sum(specs["optimal"].stage_budgets) == 6 == specs["optimal"].calls
     assert specs["optimal"].predicted_bits <= specs["equal"].predicted_bits <= specs["naive"].predicted_bits
+    assert all(isinstance(s.policy, Policy) and s.policy.calls == s.calls for s in specs.values())
+    assert specs["optimal"].policy == model.policy(6) and specs["naive"].policy == model.naive_policy(6)
+    raw, ordered = step_loss_curves(model)
+    assert raw.shape == ordered.shape == (2, 64) and ordered[1, 0] == 1.0
     with pytest.raises(ValueError, match="out of range"):
         policy_specs(model, 1)
 
@@ -102,7 +89,7 @@ def test_sampling_makes_exactly_the_policy_calls() -> None:
     model = _oa()
     model.step_losses.copy_(torch.linspace(6.0, 0.5, 64, dtype=torch.float64))
     result = sample_images(model, 7, n=3, seed=1)
-    assert result.calls == result.policy_calls == len(model.policy(7))
+    assert result.calls == result.policy_calls == model.policy(7).calls == 7
     assert result.images.shape == (3, *SHAPE) and int(result.images.max()) < 256
     assert torch.equal(sample_images(model, 7, n=3, seed=1).images, result.images)
 
@@ -116,7 +103,7 @@ def test_upscale_sampling_makes_exactly_the_policy_calls(head: str, parametrizat
     model = UpscaleARDM(net, 256, SHAPE, branch_factor=16, parametrization=parametrization).eval()
     model.step_losses.copy_(torch.linspace(6.0, 0.5, 128, dtype=torch.float64).view(2, 64))
     result = sample_images(model, 5, n=2, seed=1)
-    assert result.calls == result.policy_calls == sum(len(p) for p in model.policy(5)) == 5
+    assert result.calls == result.policy_calls == model.policy(5).calls == 5
 
 
 def test_eval_command_estimates_step_losses_and_plots(
@@ -165,12 +152,12 @@ def test_bad_arguments_are_clear_errors(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = _run(_oa(), image_dir, tmp_path / "oa")
-    assert cli.main(["eval", str(run), "--budgets", "65"]) == 2
+    assert cli.main(["eval", str(run), "--budgets", "65"]) == 1
     assert "out of range" in capsys.readouterr().err
-    assert cli.main(["eval", str(run), "--budgets", "ten"]) == 2
+    assert cli.main(["eval", str(run), "--budgets", "ten"]) == 1
     assert "comma-separated" in capsys.readouterr().err
-    assert cli.main(["eval", str(tmp_path / "missing")]) == 2
-    assert cli.main(["sample", str(run), "--n", "0", "--budget", "64"]) == 2
+    assert cli.main(["eval", str(tmp_path / "missing")]) == 1
+    assert cli.main(["sample", str(run), "--n", "0", "--budget", "64"]) == 1
     assert "n must be" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["eval", "--help"])

@@ -1,4 +1,4 @@
-"""Budgets across upscale stages (ardm.stage_budget) against brute force over policies and splits."""
+"""Budgets across upscale stages (ardm.models.stage_budget) against brute force."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ardm import stage_budget as sb
+from ardm.models import stage_budget as sb
 
 
 def brute_cost(losses: np.ndarray, calls: int) -> float:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
-import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import perturbed_unet
 from safetensors.torch import load_file
 
 from ardm import cli
-from ardm.ardm import OrderAgnosticARDM
 from ardm.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -23,36 +23,18 @@ from ardm.checkpoint import (
     load_train_state,
     save_model,
 )
-from ardm.data import DATASET_DIRS, load_dataset
-from ardm.nets import build_net
-from ardm.train import TrainConfig, train
-from ardm.upscale import UpscaleARDM
-
-
-def _write_idx(path: Path, images: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", *images.shape)
-    path.write_bytes(gzip.compress(header + images.astype(np.uint8).tobytes()))
+from ardm.models import OrderAgnosticARDM, UpscaleARDM
+from ardm.models.timesteps import UniformSampler
+from ardm.training import TrainConfig, build_for_training, train
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small MNIST-format directory: 12x12 center crops of real Fashion-MNIST test images when
-    installed (D = 144 keeps the end-of-training step-loss estimate quick)."""
-    root = tmp_path_factory.mktemp("fm")
-    if DATASET_DIRS["fashion-mnist"][0].is_dir():
-        images = load_dataset("fashion-mnist", "test")[:120, 0, 8:20, 8:20].numpy()
-    else:
-        images = np.random.default_rng(0).integers(0, 256, (120, 12, 12), dtype=np.uint8)
-    _write_idx(root / "train-images-idx3-ubyte.gz", images[:96])
-    _write_idx(root / "t10k-images-idx3-ubyte.gz", images[96:])
-    return root
+def image_dir(fm12_dir: Path) -> Path:
+    return fm12_dir
 
 
 def _model() -> OrderAgnosticARDM:
-    net = build_net("tiny", 256, (1, 8, 8))
-    torch.manual_seed(0)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.1)
+    net = perturbed_unet(256, (1, 8, 8), std=0.1)
     model = OrderAgnosticARDM(net, 256, (1, 8, 8), ce_weight=2e-3)
     model.step_losses.copy_(torch.linspace(3.0, 0.1, 64, dtype=torch.float64))
     return model
@@ -69,9 +51,10 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     x = torch.randint(0, 256, (2, 1, 8, 8))
     known = torch.rand(2, 1, 8, 8) < 0.5
     with torch.no_grad():
-        assert torch.equal(loaded.predict_logits(x, known), model.predict_logits(x, known))
+        assert torch.equal(loaded.predict_log_probs(x, known), model.predict_log_probs(x, known))
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert config["model"] == "oa" and config["step"] == 7 and config["head"] == "logistic_mixture"
+    assert config["model"] == "oa" and config["step"] == 7 and config["net"] == "unet"
+    assert config["net_config"]["head"] == "logistic_mixture" and config["modality"] == "image"
     assert torch.equal(load_model(tmp_path / MODEL_FILE).step_losses, model.step_losses)
 
 
@@ -147,7 +130,7 @@ def test_cli(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert exc.value.code == 0
     assert "--resume" in capsys.readouterr().out
     assert cli.main([]) == 2
-    assert cli.main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "no")]) == 2
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "no")]) == 1
     assert "does not exist" in capsys.readouterr().err
     out = tmp_path / "cli"
     argv = ["train", "--data", str(image_dir), "--preset", "tiny", "--steps", "2", "--batch-size",
@@ -168,7 +151,7 @@ def test_upscale_training_on_real_data(image_dir: Path, tmp_path: Path) -> None:
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
     assert config["model"] == "upscale" and len(config["metrics"]["step_losses_stage_bpd"]) == 2
     assert np.isfinite(config["metrics"]["test_bpd"])
-    assert [len(p) for p in model.policy(6)] == [3, 3]  # the equal split
+    assert [len(p) for p in model.policy(6).stages] == [3, 3]  # the equal split
 
 
 def test_direct_upscale_defaults_to_the_categorical_head(image_dir: Path, tmp_path: Path) -> None:
@@ -181,18 +164,43 @@ def test_direct_upscale_defaults_to_the_categorical_head(image_dir: Path, tmp_pa
     assert model.parametrization == "direct" and model.net.config.head == "categorical"
 
 
-def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="preset"):
-        TrainConfig(out="x", preset="giant")
-    with pytest.raises(ValueError, match="steps"):
-        TrainConfig(out="x", steps=0)
-    with pytest.raises(ValueError, match="ema"):
-        TrainConfig(out="x", ema=1.0)
-    with pytest.raises(ValueError, match="model"):
-        TrainConfig(out="x", model="flow")
-    with pytest.raises(ValueError, match="branch_factor"):
-        TrainConfig(out="x", branch_factor=1)
-    with pytest.raises(ValueError, match="parametrization"):
-        TrainConfig(out="x", parametrization="both")
-    with pytest.raises(ValueError, match="budget split"):
-        TrainConfig(out="x", budget_split="random")
+def test_config_defaults_and_validation() -> None:
+    cfg = TrainConfig(out="x")
+    assert (cfg.modality, cfg.net, cfg.data, cfg.model) == ("image", "unet", "fashion-mnist", "oa")
+    assert TrainConfig(out="x", data="/some/dir").data == "/some/dir"
+    for kwargs, match in [
+        ({"modality": "video"}, "unknown modality"),
+        ({"net": "transformer"}, "unknown net"),
+        ({"preset": "giant"}, "unknown unet preset"),
+        ({"head": "gaussian"}, "unknown head"),
+        ({"steps": 0}, "steps"),
+        ({"ema": 1.0}, "ema"),
+        ({"model": "flow"}, "unknown model"),
+        ({"branch_factor": 1}, "branch_factor"),
+        ({"parametrization": "both"}, "parametrization"),
+        ({"budget_split": "random"}, "budget split"),
+        ({"timestep_sampler": "cosine"}, "timestep sampler"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(out="x", **kwargs)
+
+
+def test_build_for_training() -> None:
+    cfg = TrainConfig(out="x", preset="tiny", timestep_sampler="uniform")
+    oa = build_for_training(cfg, 256, (1, 8, 8))
+    assert isinstance(oa, OrderAgnosticARDM) and oa.net.config.head == "logistic_mixture"
+    assert isinstance(oa.timestep_sampler, UniformSampler) and oa.modality == "image"
+    cfg = TrainConfig(out="x", preset="tiny", model="upscale", branch_factor=16,
+                      parametrization="direct", budget_split="equal", ce_weight=0.5)
+    up = build_for_training(cfg, 256, (1, 8, 8))
+    assert isinstance(up, UpscaleARDM) and up.net.head.name == "categorical"  # direct: categorical
+    assert (up.num_stages, up.budget_split, up.ce_weight) == (2, "equal", 0.5)
+    assert up.timestep_sampler.num_steps == 2 * 64
+
+
+def test_python_m_ardm_training_is_the_train_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ardm.training", "--help"], capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "--resume" in result.stdout and "--net" in result.stdout

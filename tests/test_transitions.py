@@ -1,4 +1,4 @@
-"""Upscale transitions (ardm.transitions) against brute-force base-b digit arithmetic."""
+"""Upscale transitions (ardm.models.transitions) against brute-force base-b digit arithmetic."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ardm import transitions as tr
+from ardm.models import transitions as tr
 
 CASES = [(k, b) for k in (2, 3, 10, 100, 255, 256) for b in (2, 3, 4, 16)] + [
     (65536, b) for b in (2, 3, 4, 16)

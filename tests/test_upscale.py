@@ -1,4 +1,4 @@
-"""Upscale ARDM (ardm.upscale): exactness, unbiasedness, sampling, policies and coding."""
+"""Upscale ARDM (ardm.models.upscale): exactness, unbiasedness, sampling, masking, policies."""
 
 from __future__ import annotations
 
@@ -8,65 +8,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import MLPNet, RecordingNet, TableNet, TinyNet
 from torch import nn
 
-from ardm import _core
-from ardm import upscale as up
-from ardm.transitions import coarse_values
-from ardm.upscale import UpscaleARDM, upscale_schedule
+from ardm.models import OrderAgnosticARDM, UpscaleARDM
+from ardm.models.transitions import coarse_values, digit_log_probs
+from ardm.nets import build_net
 
 K, B = 10, 3  # S = 3 stages; the top digit of 0..9 in base 3 is 0 or 1 only
 SHAPE = (2, 3)  # D = 6
 D = 6
 
 
-class ContextFreeNet(nn.Module):
-    """Logits that ignore the input: a fixed table per variable."""
-
-    def __init__(self, shape: tuple[int, ...], outputs: int, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.shape = shape
-        self.table = nn.Parameter(torch.randn(*shape, outputs, generator=gen) * 2)
-
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.table.expand(x_in.shape[0], *self.table.shape)
-
-
-class TinyNet(nn.Module):
-    """A small net whose output depends on the inputs and on t (so orders and stages matter)."""
-
-    def __init__(self, shape: tuple[int, ...], outputs: int, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        d = int(np.prod(shape))
-        self.shape = shape
-        self.bias = nn.Parameter(torch.randn(d, outputs, generator=gen))
-        self.mix = nn.Parameter(torch.randn(d, outputs, generator=gen))
-        self.own = nn.Parameter(torch.randn(outputs, generator=gen))
-        self.time = nn.Parameter(torch.randn(outputs, generator=gen))
-        self.refined = nn.Parameter(torch.randn(outputs, generator=gen))
-        self.calls = 0
-
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        batch = x_in.shape[0]
-        # known: refined in this stage; exactly t mod D of them (the within-stage step).
-        assert known.dtype == torch.bool and known.shape == x_in.shape
-        assert torch.equal(known.flatten(1).sum(1), t % D)
-        x = x_in.reshape(batch, -1).float() / K
-        out = (
-            self.bias
-            + self.mix * x.mean(1).view(-1, 1, 1) * 3
-            + self.own * x.unsqueeze(-1) * 2
-            + self.time * (t.float() / 18).view(-1, 1, 1)
-            + self.refined * known.reshape(batch, -1, 1).float()
-        )
-        return out.reshape(batch, *self.shape, -1)
-
-
 def tiny_model(parametrization: str = "data", outputs: int = K, seed: int = 0) -> UpscaleARDM:
-    return UpscaleARDM(TinyNet(SHAPE, outputs, seed), K, SHAPE, B, parametrization=parametrization)
+    net = TinyNet(SHAPE, K, outputs, seed)
+    return UpscaleARDM(net, K, SHAPE, B, parametrization=parametrization)
 
 
 def data(n: int = 4, seed: int = 1) -> torch.Tensor:
@@ -80,12 +36,14 @@ def all_orders() -> list[list[int]]:
 def test_stages_and_budgets() -> None:
     model = tiny_model()
     assert (model.num_stages, model.num_steps, model.min_budget, model.max_budget) == (3, 18, 3, 18)
-    assert model.step_losses.shape == (3, D)
+    assert model.step_losses.shape == model.stage_step_losses.shape == (3, D)
+    assert model.symbols_per_step == B and model.kind == "upscale"
+    assert [model.stage_level(s) for s in range(3)] == [3, 2, 1]
 
 
 def test_context_free_data_parametrization_is_exact_for_any_order_and_policy() -> None:
     # The data parametrization's stage probabilities telescope: prod_s p(d_s | coarse) = p(x).
-    net = ContextFreeNet(SHAPE, K)
+    net = TableNet(SHAPE, K, scale=2.0)
     model = UpscaleARDM(net, K, SHAPE, B)
     x = data(5)
     table = torch.log_softmax(net.table.detach().double(), -1).expand(x.shape[0], *SHAPE, K)
@@ -132,7 +90,7 @@ def test_nll_estimate_is_unbiased_for_a_parallel_policy(fixed_order: bool) -> No
         model.nll_bpd(
             x.expand(4000, *SHAPE),
             order=order,
-            policies=policies,
+            policy=policies,
             generator=torch.Generator().manual_seed(i),
         )
         for i in range(10)
@@ -143,21 +101,35 @@ def test_nll_estimate_is_unbiased_for_a_parallel_policy(fixed_order: bool) -> No
 
 
 def test_network_sees_coarse_values_and_the_refined_mask() -> None:
-    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-    class Spy(ContextFreeNet):
-        def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            seen.append((x_in.clone(), known.clone(), t.clone()))
-            return super().forward(x_in, known, t)
-
-    model = UpscaleARDM(Spy(SHAPE, K), K, SHAPE, B)
+    rec = RecordingNet(TableNet(SHAPE, K))
+    model = UpscaleARDM(rec, K, SHAPE, B)
     x = torch.tensor([[[9, 5, 4], [8, 0, 2]]])
     levels = torch.tensor([[2, 1, 2, 1, 1, 2]])  # stage 1 (level 2), three variables refined
     model.predict_digit_log_probs(x, levels)
-    x_in, known, t = seen[-1]
+    x_in, known, t = rec.inputs[-1]
     assert x_in.flatten().tolist() == [9, 3, 0, 6, 0, 0]  # coarse_2 or coarse_1 per variable
     assert known.flatten().tolist() == [False, True, False, True, True, False]
     assert t.tolist() == [D + 3]
+
+
+def test_every_method_shows_the_net_only_coarse_values() -> None:
+    # Each input the net sees is, per variable, the data at that variable's level: no finer digit.
+    rec = RecordingNet(TinyNet(SHAPE, K, K))
+    model = UpscaleARDM(rec, K, SHAPE, B)
+    x = data(2, seed=9)
+    order = list(range(D))[::-1]
+    model.training_loss(x, torch.Generator().manual_seed(0))
+    model.nll_bpd(x, generator=torch.Generator().manual_seed(1))
+    model.nll_bpd(x, order=order, policy=[[0, 3], [0], [0, 1]])
+    model.exact_nll_bits(x, order, [[0, 3], [0], [0, 1]])
+    model.estimate_step_losses(x, batch_size=64)
+    assert rec.calls == model.network_calls == 1 + 1 + 1 + 5 + 1
+    flat = x.flatten(1)
+    for x_in, known, t in rec.inputs:
+        level = 3 - t // D  # the stage level; refined variables are one level finer
+        levels = level.unsqueeze(1) - known.flatten(1).long()
+        rows = torch.arange(x_in.shape[0]) % x.shape[0]  # the step-loss sweep cycles the items
+        assert torch.equal(x_in.flatten(1), coarse_values(flat[rows], levels, B))
 
 
 def test_coarsening_hides_finer_digits() -> None:
@@ -199,27 +171,26 @@ def test_digit_probabilities_sum_to_one_on_allowed_digits() -> None:
 
 
 def test_sampling_makes_the_policy_calls_and_valid_values() -> None:
-    model = tiny_model()
-    policies = [[0, 2], [0], [0, 1, 4]]
-    model.net.calls = 0
-    x = model.sample(7, policies=policies, generator=torch.Generator().manual_seed(0))
-    assert model.net.calls == 6
+    rec = RecordingNet(TinyNet(SHAPE, K, K))
+    model = UpscaleARDM(rec, K, SHAPE, B)
+    x = model.sample(7, policy=[[0, 2], [0], [0, 1, 4]], generator=torch.Generator().manual_seed(0))
+    assert rec.calls == model.network_calls == 6
     assert x.shape == (7, *SHAPE) and x.dtype == torch.long
     assert int(x.min()) >= 0 and int(x.max()) < K
-    model.net.calls = 0
+    before = rec.calls
     model.sample(2, generator=torch.Generator().manual_seed(0))
-    assert model.net.calls == 3 * D
+    assert rec.calls - before == 3 * D
     model.estimate_step_losses(data(8), generator=torch.Generator().manual_seed(0))
     for budget in (3, 5, 11):
-        model.net.calls = 0
+        before = rec.calls
         model.sample(3, budget=budget, generator=torch.Generator().manual_seed(budget))
-        assert model.net.calls == sum(len(p) for p in model.policy(budget)) <= budget
+        assert rec.calls - before == model.policy(budget).calls <= budget
 
 
 def test_context_free_sampling_follows_the_model() -> None:
-    net = ContextFreeNet(SHAPE, K, seed=2)
+    net = TableNet(SHAPE, K, seed=2, scale=2.0)
     model = UpscaleARDM(net, K, SHAPE, B)
-    x = model.sample(6000, policies=[[0], [0, 3], [0]], generator=torch.Generator().manual_seed(0))
+    x = model.sample(6000, policy=[[0], [0, 3], [0]], generator=torch.Generator().manual_seed(0))
     freq = torch.stack([torch.bincount(v, minlength=K) for v in x.flatten(1).T]).double() / 6000
     probs = torch.softmax(net.table.detach().double().reshape(D, K), -1)
     assert float((freq - probs).abs().max()) < 0.03
@@ -235,18 +206,23 @@ def test_step_losses_and_policies() -> None:
     )
     assert model.has_step_losses()
     for budget in range(3, 19):
-        policies = model.policy(budget)
-        assert len(policies) == 3 and sum(len(p) for p in policies) <= budget
-        assert all(p[0] == 0 and np.all(np.diff(p) > 0) for p in policies)
+        policy = model.policy(budget)
+        assert len(policy.stages) == 3 and len(policy) == policy.calls <= budget
+        assert all(p[0] == 0 and np.all(np.diff(p) > 0) for p in policy.stages)
     equal = model.plan(9, split="equal")
     assert equal.budgets.tolist() == [3, 3, 3]
     assert model.plan(9).cost <= equal.cost + 1e-9
-    assert [len(p) for p in model.naive_policy(4)] == [2, 1, 1]
-    assert [len(p) for p in model.policy(18)] == [D] * 3
+    assert [len(p) for p in model.naive_policy(4).stages] == [2, 1, 1]
+    assert [len(p) for p in model.policy(18).stages] == [D] * 3
+    # An item of m < D variables: every stage plans on its last m step losses.
+    short = model.policy(5, num_vars=4)
+    assert len(short.stages) == 3 and short.calls <= 5 and max(p.max() for p in short.stages) < 4
+    assert model.plan(5, num_vars=4).budgets.sum() == short.calls
+    assert model.policy(12, num_vars=4) == type(short).full(3, 4)  # S * m calls: every step
 
 
 def test_bad_inputs_raise_value_error() -> None:
-    net = TinyNet(SHAPE, K)
+    net = TinyNet(SHAPE, K, K)
     with pytest.raises(ValueError):
         UpscaleARDM(net, K, SHAPE, 1)
     with pytest.raises(ValueError):
@@ -272,120 +248,49 @@ def test_bad_inputs_raise_value_error() -> None:
         model.predict_digit_log_probs(data(1), torch.tensor([[3, 1, 3, 3, 3, 3]]))  # mixed stages
     with pytest.raises(ValueError):
         model.predict_digit_log_probs(data(1), torch.ones(1, D, dtype=torch.bool))
-    with pytest.raises(ValueError):
-        UpscaleARDM(TinyNet(SHAPE, K - 1), K, SHAPE, B).training_loss(data(2))
-    with pytest.raises(ValueError):
-        UpscaleARDM(TinyNet(SHAPE, 2), K, SHAPE, B, "direct").training_loss(data(2))
+    with pytest.raises(ValueError, match="data parametrization"):
+        UpscaleARDM(TinyNet(SHAPE, K, K - 1), K, SHAPE, B)  # a head over K - 1 values
+    with pytest.raises(ValueError, match="at least b"):
+        UpscaleARDM(TinyNet(SHAPE, K, 2), K, SHAPE, B, "direct")  # fewer than b outputs
+    with pytest.raises(ValueError, match="categorical"):
+        UpscaleARDM(build_net("tiny", K, (1, 4, 4)), K, (1, 4, 4), B, "direct")  # a mixture
+    with pytest.raises(ValueError, match="head"):
+        UpscaleARDM(nn.Linear(2, 2), K, SHAPE, B)  # no head at all
 
 
-# ---- coding schedule ------------------------------------------------------------------------
+# ---- the data parametrization's interval path ---------------------------------------------------
 
 
-def coded_model() -> UpscaleARDM:
-    model = tiny_model(seed=4)
-    model.estimate_step_losses(data(8), generator=torch.Generator().manual_seed(0))
-    return model
+class KWayHead:
+    """Wraps a head: interval masses summed from all K log-probabilities (the K-way path)."""
+
+    def __init__(self, head) -> None:  # type: ignore[no-untyped-def]
+        self.inner = head
+        self.name, self.num_classes = head.name, head.num_classes
+        self.params_per_var = head.params_per_var
+
+    def log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        return self.inner.log_probs(params)
+
+    def target_log_probs(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.inner.log_probs(params).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+    def interval_log_probs(
+        self, params: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+    ) -> torch.Tensor:
+        log_p = self.inner.log_probs(params).double().unsqueeze(-2)  # (..., 1, K)
+        values = torch.arange(self.num_classes)
+        inside = (values >= low.unsqueeze(-1)) & (values <= high.unsqueeze(-1))
+        return torch.logsumexp(log_p.masked_fill(~inside, -math.inf), -1).float()
 
 
-@pytest.mark.parametrize("budget", [3, 4, 6])
-def test_schedule_decodes_and_batches_like_the_codec(budget: int) -> None:
-    from ardm.codec import _padded_positions
-    from ardm.deterministic import evaluate_in_fixed_chunks
-
-    model = coded_model()
-    schedule = upscale_schedule(model, budget, order_seed=7)
-    x = data(5, seed=11).flatten(1)
-    covered = np.concatenate([schedule.positions(j) for j in range(schedule.num_steps)])
-    assert sorted(covered.tolist()) == sorted(list(range(D)) * 3)  # every variable once per stage
-
-    # Encoder side: rows of every step in one batch, as codec.compress builds them.
-    steps = schedule.num_steps
-    step_of_row = np.repeat(np.arange(steps), x.shape[0])
-    states = torch.cat([schedule.state_before(x, s) for s in range(steps)])
-    known = torch.stack([schedule.known(s) for s in range(steps)])[step_of_row]
-    positions = _padded_positions(schedule)
-    encoded = np.concatenate(
-        [
-            out
-            for _, out in evaluate_in_fixed_chunks(
-                schedule.logits, states, known, positions[step_of_row]
-            )
-        ]
-    )
-
-    # Decoder side: one step at a time from the initial state, items one by one.
-    for item in range(x.shape[0]):
-        state = schedule.initial_state(1)
-        for step in range(steps):
-            k = schedule.known(step).expand(1, -1)
-            p = positions[step].expand(1, -1)
-            out = np.concatenate(
-                [o for _, o in evaluate_in_fixed_chunks(schedule.logits, state, k, p)]
-            )
-            assert np.array_equal(out[0], encoded[step * x.shape[0] + item])  # bit for bit
-            assert out.shape == (1, positions.shape[1], B) and np.all(np.isfinite(out))
-            symbols = schedule.symbols(x[item : item + 1], step)
-            assert symbols.dtype == np.int64 and symbols.min() >= 0 and symbols.max() < B
-            assert torch.equal(state, schedule.state_before(x[item : item + 1], step))
-            # The coded digit is always allowed (its log-probability is a real one).
-            count = len(schedule.positions(step))
-            assert np.all(out[0, np.arange(count), symbols[0]] > up.IMPOSSIBLE_LOG_PROB)
-            state = schedule.apply(state, step, symbols)
-        assert torch.equal(state, x[item : item + 1])
-
-
-def test_schedule_bits_match_exact_nll() -> None:
-    model = coded_model()
-    budget = 5
-    schedule = upscale_schedule(model, budget, order_seed=3)
-    x = data(3, seed=2).flatten(1)
-    bits = np.zeros(x.shape[0])
-    for step in range(schedule.num_steps):
-        known = schedule.known(step).expand(x.shape[0], -1)
-        pos = torch.from_numpy(schedule.positions(step)).expand(x.shape[0], -1)
-        logits = schedule.logits(schedule.state_before(x, step), known, pos)
-        out = torch.log_softmax(logits.double(), -1)
-        symbols = torch.from_numpy(schedule.symbols(x, step))
-        bits -= out.gather(-1, symbols.unsqueeze(-1)).squeeze(-1).sum(1).numpy() / math.log(2)
-    order = _core.random_order(D, 3)
-    want = model.exact_nll_bits(x.reshape(-1, *SHAPE), order, model.policy(budget)).numpy()
-    assert np.allclose(bits, want, atol=1e-3)
-
-
-def test_schedule_rejects_a_budget_below_the_stage_count() -> None:
-    with pytest.raises(ValueError):
-        upscale_schedule(coded_model(), 2, order_seed=0)
-
-
-needs_coder = pytest.mark.skipif(
-    not hasattr(_core, "AnsCoderBatch"), reason="the rANS coder is not built into ardm._core"
-)
-
-
-@needs_coder
-@pytest.mark.parametrize("budget", [3, 4, 6])
-def test_compression_round_trip(budget: int) -> None:
-    from ardm import codec, container
-
-    model = coded_model()
-    x = data(9, seed=budget).to(torch.uint8)
-    blob = codec.compress(x, model, budget=budget)
-    assert container.unpack(blob).kind == container.KIND_UPSCALE
-    assert torch.equal(codec.decompress(blob, model), x)
-    # Each item alone gives the same stream as inside the batch, and decodes alone.
-    streams = container.unpack(blob).streams
-    for i in (0, 8):
-        single = codec.compress(x[i], model, budget=budget)
-        assert container.unpack(single).streams == [streams[i]]
-        assert torch.equal(codec.decompress(single, model), x[i])
-
-
-class ForwardOnly(nn.Module):
-    """Hides a network's ``interval_log_probs``, forcing the K-way data parametrization path."""
+class KWayNet(nn.Module):
+    """The same net with a :class:`KWayHead`."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.head = KWayHead(net.head)
 
     def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.net(x_in, known, t)
@@ -393,25 +298,60 @@ class ForwardOnly(nn.Module):
 
 @pytest.mark.parametrize("k,b", [(256, 4), (256, 16), (10, 3)])
 def test_interval_path_matches_the_k_way_data_parametrization(k: int, b: int) -> None:
-    from ardm.nets import build_net
-
-    torch.manual_seed(0)
     shape = (1, 4, 4)
-    net = build_net("tiny", k, shape).eval()
+    net = build_net("tiny", k, shape).eval()  # the logistic mixture head
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     fast = UpscaleARDM(net, k, shape, b)
-    slow = UpscaleARDM(ForwardOnly(net), k, shape, b)
-    assert fast._interval_net() is not None and slow._interval_net() is None
-    gen = torch.Generator().manual_seed(1)
+    slow = UpscaleARDM(KWayNet(net), k, shape, b)
     x = torch.randint(0, k, (6, *shape), generator=gen)
     with torch.no_grad():
         for stage in range(fast.num_stages):
-            level = torch.full((6,), fast.stage_level(stage))
-            ranks = fast.random_ranks(6, gen)
-            levels = fast._levels(ranks, torch.randint(0, 16, (6,), generator=gen), level)
-            target = (fast._target_log_probs(x.flatten(1), levels, level),
-                      slow._target_log_probs(x.flatten(1), levels, level))
+            t = stage * 16 + torch.randint(0, 16, (6,), generator=gen)
+            levels, _, _ = fast._random_levels(t, gen)
+            target = (fast._target_log_probs(x.flatten(1), levels),
+                      slow._target_log_probs(x.flatten(1), levels))
             assert torch.allclose(*target, atol=1e-4)
             digits = (fast.predict_digit_log_probs(x, levels).exp(),
                       slow.predict_digit_log_probs(x, levels).exp())
             assert torch.allclose(*digits, atol=1e-5)
             assert torch.allclose(digits[0].sum(-1), torch.ones(6, *shape), atol=1e-5)
+            # ... and both are the K-way digit probabilities of ardm.models.transitions.
+            x_in, known, t_in, level = fast._net_inputs(x.flatten(1), levels)
+            full = net.head.log_probs(net(x_in, known, t_in)).flatten(1, -2).double()
+            coarse = coarse_values(x.flatten(1), level, b)
+            want = digit_log_probs(full, coarse, level, b, k).exp()
+            assert torch.allclose(digits[0].flatten(1, -2).double(), want, atol=1e-5)
+
+
+# ---- one stage ------------------------------------------------------------------------------------
+
+
+def test_one_stage_upscale_model_is_the_order_agnostic_model() -> None:
+    # b >= K: one digit is the whole value, so around a net that reads only the known values
+    # both kinds give the same likelihoods, training bound and step losses.
+    net = MLPNet(SHAPE, K, seed=3)
+    oa = OrderAgnosticARDM(net, K, SHAPE)
+    up = UpscaleARDM(net, K, SHAPE, branch_factor=K)
+    assert (up.num_stages, up.num_steps, up.max_budget) == (1, D, D) == (oa.num_stages, oa.num_steps, D)
+    x = data(3, seed=4)
+    order = [3, 0, 5, 1, 4, 2]
+    for policy in (None, [0, 2, 3]):
+        assert torch.allclose(
+            up.exact_nll_bits(x, order, policy), oa.exact_nll_bits(x, order, policy), atol=1e-4
+        )
+        assert torch.allclose(
+            up.nll_bpd(x, policy=policy, generator=torch.Generator().manual_seed(1)),
+            oa.nll_bpd(x, policy=policy, generator=torch.Generator().manual_seed(1)),
+            atol=1e-5,
+        )
+    with torch.no_grad():
+        up_loss = up.training_loss(x, torch.Generator().manual_seed(2))[1]["bpd"]
+        oa_loss = oa.training_loss(x, torch.Generator().manual_seed(2))[1]["bpd"]
+    assert torch.allclose(up_loss, oa_loss, atol=1e-5)
+    up_steps = up.estimate_step_losses(x, generator=torch.Generator().manual_seed(3))
+    oa_steps = oa.estimate_step_losses(x, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(up_steps.flatten(), oa_steps, atol=1e-9)
+    assert np.array_equal(up.policy(4).stages[0], oa.policy(4).stages[0])
