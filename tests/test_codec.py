@@ -86,7 +86,8 @@ def text_model() -> OrderAgnosticARDM:
 @pytest.mark.parametrize("mode", ["joint", "independent"])
 def test_round_trip_every_budget(model, mode):
     x = real_crops(3)
-    for budget in range(1, model.num_vars + 1):
+    budgets = range(1, model.num_vars + 1) if mode == "joint" else (1, 2, 3, 5, 8, 13, 21, 34, 55, 64)
+    for budget in budgets:
         blob = compress(x, model, budget=budget, mode=mode)
         assert torch.equal(decompress(blob, model), x), budget
 
