@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -110,8 +109,3 @@ class FieldReader:
                 raise ValueError("corrupted blob: a header number is impossibly long")
         return ((1 << zeros) | self.bits(zeros)) - 1
 
-
-def field_bits(probs: Sequence[float], value: int) -> float:
-    """The ideal cost in bits of ``value`` under ``probs`` (for documentation and tests)."""
-    p = np.asarray(probs, dtype=np.float64)
-    return -math.log2(p[value] / p.sum())
