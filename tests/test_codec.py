@@ -34,7 +34,7 @@ def real_text(n: int) -> bytes:
     """Real English bytes: this package's own README, from its start."""
     from pathlib import Path
 
-    text = (Path(ardm.__file__).resolve().parents[2] / "README.md").read_bytes()
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_bytes()
     return (text * (1 + n // len(text)))[:n]
 
 
