@@ -13,7 +13,7 @@ import argparse
 import sys
 from types import ModuleType
 
-from ardm.commands import choose_order, compress, decompress, demo, sample, train
+from ardm.commands import choose_order, compress, decompress, demo, infill, sample, train
 from ardm.commands import eval as eval_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -22,6 +22,7 @@ COMMANDS: list[ModuleType] = [
     train,
     eval_command,
     sample,
+    infill,
     compress,
     decompress,
     demo,

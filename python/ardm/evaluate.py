@@ -161,10 +161,11 @@ def _budget_range(model: ARDM) -> tuple[int, int]:
     return model.min_budget, model.max_budget
 
 
-def _dataset_name(config: dict[str, Any], data: str | None) -> str:
+def _dataset_name(model: ARDM, config: dict[str, Any], data: str | None) -> str:
     if data is not None:
         return data
-    return str(config.get("dataset") or config.get("train", {}).get("data") or "fashion-mnist")
+    default = get_modality(model.modality).default_dataset
+    return str(config.get("dataset") or config.get("train", {}).get("data") or default)
 
 
 def _check_images(images: torch.Tensor, model: ARDM, source: str) -> torch.Tensor:
@@ -186,7 +187,7 @@ def load_test_images(
     """
     if count < 1:
         raise ValueError(f"the number of test images must be >= 1, got {count}")
-    name = _dataset_name(config, data)
+    name = _dataset_name(model, config, data)
     try:
         images = get_modality(model.modality).load(name, "test")[:count]
     except ValueError as err:
@@ -206,7 +207,7 @@ def load_held_out_images(
     (never trained on), or the last ``count`` when the run's holdout is unknown."""
     if count < 1:
         raise ValueError(f"the number of held-out images must be >= 1, got {count}")
-    name = _dataset_name(config, data)
+    name = _dataset_name(model, config, data)
     images = get_modality(model.modality).load(name, "train")
     holdout = int(config.get("train", {}).get("holdout") or count)
     images = images[images.shape[0] - min(holdout, count, images.shape[0]) :]

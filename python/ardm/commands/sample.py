@@ -1,7 +1,9 @@
-"""``ardm sample``: a PNG grid of samples drawn under a budget of network calls.
+"""``ardm sample``: samples drawn under a budget of network calls, saved as the modality
+previews them (a PNG grid of images, a text file of text that is printed too).
 
 Example:
     ardm sample runs/fm --budget 50 --n 64 -o samples.png
+    ardm sample kjv --budget 64 --n 4
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ DESCRIPTION = """\
 Draw samples from a model (run directory or shipped name) with the budget-optimal policy: exactly
 len(policy) network calls for the whole batch (for an upscale model, the sum over stages), each
 call generating its step's variables in parallel. Prints the calls made and the time, and saves
-the samples as a PNG grid. If the model has no per-step losses (needed to plan a budget below the
-maximum) they are estimated first on held-out training images.
+the samples as the model's modality shows them: images as a PNG grid, text as a text file (and
+printed). If the model has no per-step losses (needed to plan a budget below the maximum) they
+are estimated first on held-out training data.
 
 examples:
   ardm sample runs/fm --budget 50 --n 64 -o samples.png
   ardm sample fashion-mnist --budget 20 --temperature 0.9 --seed 3
+  ardm sample kjv --budget 64 --n 4
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sample`` on the CLI's subparsers."""
     p = subparsers.add_parser(
-        "sample", help="generate a PNG grid of samples under a budget of network calls",
+        "sample", help="generate samples (images, text) under a budget of network calls",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = p.add_argument
@@ -47,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--temperature", type=float, default=1.0,
         help="divides the logits before sampling (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of orders and draws (default: %(default)s)")
-    add("-o", "--output", default="samples.png", help="PNG file (default: %(default)s)")
+    add("-o", "--output", default=None,
+        help="preview file (default: samples.png for images, samples.txt for text)")
     add("--scale", type=int, default=2, help="pixels per image pixel in the PNG (default: %(default)s)")
     add("--data", default=None,
         help="dataset for estimating missing step losses (default: the run's training dataset)")
@@ -71,12 +76,14 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(
             f"sampling made {result.calls} network calls, the policy has {result.policy_calls}"
         )
-    path = get_modality(model.modality).save_preview(
-        result.images, model.num_classes, args.output, scale=args.scale
-    )
+    modality = get_modality(model.modality)
+    output = args.output or f"samples{modality.preview_suffix}"
+    path = modality.save_preview(result.images, model.num_classes, output, scale=args.scale)
+    if modality.preview_suffix == ".txt":
+        print(path.read_text(encoding="utf-8"))
     print(
         f"{args.n} samples, budget {budget}: {result.calls} network calls in "
-        f"{result.seconds:.2f} s ({args.n / result.seconds:.1f} images/s, "
+        f"{result.seconds:.2f} s ({args.n / result.seconds:.1f} items/s, "
         f"temperature {args.temperature}, seed {args.seed}) -> {path}"
     )
     return 0

@@ -1,4 +1,4 @@
-"""Modalities (:mod:`ardm.modalities.base`): images today; text and audio are new files here.
+"""Modalities (:mod:`ardm.modalities.base`): images and text; a new modality is a new file here.
 
 Example:
     >>> get_modality("image").num_classes
@@ -12,10 +12,11 @@ from pathlib import Path
 
 from ardm.modalities.base import Modality
 from ardm.modalities.image import IMAGE
+from ardm.modalities.text import TEXT
 
 __all__ = ["MODALITIES", "Modality", "get_modality", "modality_for_path"]
 
-MODALITIES: dict[str, Modality] = {IMAGE.name: IMAGE}
+MODALITIES: dict[str, Modality] = {m.name: m for m in (IMAGE, TEXT)}
 
 
 def get_modality(name: str) -> Modality:

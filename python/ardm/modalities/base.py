@@ -28,10 +28,16 @@ class Modality(Protocol):
     num_classes: int
     #: The dtype of its items; a blob of another dtype records it (a few bits more).
     dtype: str
-    #: The dataset ``ardm train`` uses when none is named.
+    #: The dataset ``ardm train`` uses when none is named, and every dataset known by name.
     default_dataset: str
+    datasets: tuple[str, ...]
+    #: The net (``ardm.nets.NETS``) and auxiliary cross-entropy weight ``ardm train`` defaults to.
+    default_net: str
+    default_ce_weight: float
     #: File suffixes that ``ardm compress`` routes to this modality's shipped model.
     file_suffixes: tuple[str, ...]
+    #: The suffix of :meth:`save_preview`'s files (``.png`` for images, ``.txt`` for text).
+    preview_suffix: str
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
         """A dataset split as integer items (N, *item_shape) with values in 0..K-1."""

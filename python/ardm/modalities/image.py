@@ -65,6 +65,10 @@ class ImageModality:
     num_classes = 256
     dtype = "uint8"
     default_dataset = "fashion-mnist"
+    datasets = ("fashion-mnist",)
+    default_net = "unet"
+    default_ce_weight = 1e-3  # the paper's for images
+    preview_suffix = ".png"
     file_suffixes = tuple(sorted(IMAGE_SUFFIXES | {".npy"}))
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:

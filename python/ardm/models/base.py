@@ -358,13 +358,20 @@ class ARDM(nn.Module):
 
     @torch.no_grad()
     def exact_nll_bits(
-        self, x: torch.Tensor, order: np.ndarray | torch.Tensor, policy: Any = None
+        self,
+        x: torch.Tensor,
+        order: np.ndarray | torch.Tensor,
+        policy: Any = None,
+        known: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Exact -log2 p(x | order, policy) per item (B,), float64: one network call per step.
 
         ``order`` ((D,) or (B, D)) is used in every stage; ``policy`` None means every step. This
         is the code length that lossless compression with the same order and policy reaches (up
-        to the quantization of the probabilities).
+        to the quantization of the probabilities). With ``known`` (bool, the shape of ``x``, the
+        same number of unknown variables m in every row) it is -log2 p(x_unknown | x_known):
+        the unknown variables in ``order``'s relative order, ``policy`` a policy over m steps
+        (the infilling :meth:`sample` does with ``given``).
 
         Example:
             >>> from ardm.nets import build_net
@@ -377,8 +384,13 @@ class ARDM(nn.Module):
         x = self._check_x(x)
         batch = x.shape[0]
         ranks = self._check_order(order, batch)
-        policy = Policy.full(self.num_stages, self.num_vars) if policy is None else policy
-        schedule = StepSchedule(self._policy(None, policy), self.num_stages, self.num_vars)
+        m = self.num_vars
+        if known is not None:
+            known = self._check_known(known, batch)
+            m = self._unknown_count(known)
+            ranks = self._ranks_among_unknown(ranks, known)
+        policy = Policy.full(self.num_stages, m) if policy is None else policy
+        schedule = StepSchedule(Policy.from_stages(policy, self.num_stages, m), self.num_stages, m)
         x_flat = x.flatten(1)
         total = torch.zeros(batch, dtype=torch.float64, device=self.device)
         for step in schedule:
@@ -397,6 +409,8 @@ class ARDM(nn.Module):
         generator: torch.Generator | None = None,
         policy: Any = None,
         order: np.ndarray | torch.Tensor | None = None,
+        given: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Generate ``n`` data points in ``len(policy)`` network calls (paper Section 3.2).
 
@@ -404,23 +418,53 @@ class ARDM(nn.Module):
         prediction given what is known. Orders are fresh and random per item and stage unless
         ``order`` is given (then it is used in every stage).
 
+        Infilling (inpainting for images): with ``given`` (the shape of one data point or
+        ``(n, *data_shape)``) and ``known`` (bool, the same shape), the known values are kept
+        and only the m unknown ones are generated, in a random order, under ``budget`` calls
+        planned on the last m step losses (or ``policy``, over m steps). Rows with different m
+        are generated in groups, each under its own policy.
+
         Example:
             >>> from ardm.nets import build_net
             >>> from ardm.models import OrderAgnosticARDM
             >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
             >>> m.sample(2, policy=[0, 8]).shape
             torch.Size([2, 1, 4, 4])
+            >>> x, mask = torch.full((1, 4, 4), 3), torch.rand(1, 4, 4) < 0.75
+            >>> bool((m.sample(1, given=x, known=mask)[0][mask] == 3).all())
+            True
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if given is not None or known is not None:
+            if order is not None:
+                raise ValueError("sample: pass either order or given/known, not both")
+            return self._infill(n, budget, temperature, generator, policy, given, known)
         schedule = StepSchedule(self._policy(budget, policy), self.num_stages, self.num_vars)
         fixed_ranks = None if order is None else self._check_order(order, n)
         state = torch.zeros(n, self.num_vars, dtype=torch.long, device=self.device)
+        ranks_of = (lambda: self.random_ranks(n, generator)) if fixed_ranks is None else (
+            lambda: fixed_ranks
+        )
+        return self._generate(state, schedule, ranks_of, temperature, generator)
+
+    def _generate(
+        self,
+        state: torch.Tensor,
+        schedule: StepSchedule,
+        ranks_of: Callable[[], torch.Tensor],
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Walk ``schedule`` from ``state`` (B, D), drawing each stage's order from ``ranks_of``
+        (rank -1: known from the start); returns the data points (B, *data_shape)."""
+        n = state.shape[0]
         for stage in range(self.num_stages):
-            ranks = self.random_ranks(n, generator) if fixed_ranks is None else fixed_ranks
-            by_rank = ranks.argsort(dim=1)  # by_rank[:, r] = the variable of rank r
+            ranks = ranks_of()
+            # by_rank[:, r] = the variable of rank r (variables of rank -1 sort first: skip them)
+            by_rank = ranks.argsort(dim=1)[:, self.num_vars - schedule.num_vars :]
             for step in schedule.stage_steps(stage):
                 positions = by_rank[:, step.start : step.end]  # only this step's variables
                 levels = schedule.levels_before(step, ranks)
@@ -430,6 +474,73 @@ class ARDM(nn.Module):
                 symbols = draws.view(n, -1).to(self.device)
                 state = self.apply_symbols(state, step.level, positions, symbols)
         return state.reshape(n, *self.data_shape)
+
+    def _check_known(self, known: torch.Tensor, batch: int) -> torch.Tensor:
+        if not isinstance(known, torch.Tensor) or known.dtype != torch.bool:
+            raise ValueError("known must be a bool tensor (True where the value is given)")
+        if tuple(known.shape) == self.data_shape:
+            known = known.unsqueeze(0).expand(batch, *self.data_shape)
+        if tuple(known.shape) != (batch, *self.data_shape):
+            raise ValueError(
+                f"known must have shape {self.data_shape} or ({batch}, *{self.data_shape}), got "
+                f"{tuple(known.shape)}"
+            )
+        return known.to(self.device).reshape(batch, self.num_vars)
+
+    @staticmethod
+    def _unknown_count(known: torch.Tensor) -> int:
+        counts = (~known).sum(1)
+        if bool((counts != counts[0]).any()):
+            raise ValueError("every row of known must leave the same number of variables unknown")
+        if int(counts[0]) == 0:
+            raise ValueError("known leaves nothing unknown: there is nothing to generate or score")
+        return int(counts[0])
+
+    def _ranks_among_unknown(self, ranks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """Ranks 0..m-1 of the unknown variables in the relative order of ``ranks``; -1 for the
+        known ones (refined from the first step on in every stage)."""
+        shifted = torch.where(known, ranks - self.num_vars, ranks)  # known ones sort first
+        order = shifted.argsort(dim=1)
+        new = torch.empty_like(order)
+        new.scatter_(1, order, self._arange(ranks.shape[0]))
+        return torch.where(known, torch.full_like(new, -1), new - int(known[0].sum()))
+
+    def _infill(
+        self,
+        n: int,
+        budget: int | None,
+        temperature: float,
+        generator: torch.Generator | None,
+        policy: Any,
+        given: torch.Tensor | None,
+        known: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if given is None or known is None:
+            raise ValueError("infilling needs both given (the values) and known (where they hold)")
+        if isinstance(given, torch.Tensor) and tuple(given.shape) == self.data_shape:
+            given = given.unsqueeze(0).expand(n, *self.data_shape)
+        given = self._check_x(given).flatten(1)
+        if given.shape[0] != n:
+            raise ValueError(f"given holds {given.shape[0]} data points, n is {n}")
+        known = self._check_known(known, n)
+        out = given.clone()
+        counts = (~known).sum(1)
+        for m in counts.unique().tolist():
+            if m == 0:
+                continue  # fully known rows come back as given
+            rows = (counts == m).nonzero().squeeze(1)
+            known_rows = known[rows]
+            plan = Policy.from_stages(policy, self.num_stages, m) if policy is not None else (
+                self.policy(budget, num_vars=m)
+            )
+            schedule = StepSchedule(plan, self.num_stages, m)
+            state = torch.where(known_rows, given[rows], torch.zeros_like(given[rows]))
+
+            def ranks_of(count: int = rows.numel(), mask: torch.Tensor = known_rows) -> torch.Tensor:
+                return self._ranks_among_unknown(self.random_ranks(count, generator), mask)
+
+            out[rows] = self._generate(state, schedule, ranks_of, temperature, generator).flatten(1)
+        return out.view(n, *self.data_shape)
 
     # ---- per-step losses and policies -----------------------------------------------------------
 

@@ -3,19 +3,29 @@ output heads separate from the trunks (:mod:`ardm.nets.heads`)."""
 
 from ardm.nets.heads import HEADS, CategoricalHead, LogisticMixtureHead, build_head
 from ardm.nets.registry import NETS, NetSpec, build_net, net_config, net_from_config
+from ardm.nets.transformer import (
+    TRANSFORMER_PRESETS,
+    Transformer,
+    TransformerConfig,
+    build_transformer,
+)
 from ardm.nets.unet import UNET_PRESETS, UNet, UNetConfig, build_unet
 
 __all__ = [
     "HEADS",
     "NETS",
+    "TRANSFORMER_PRESETS",
     "UNET_PRESETS",
     "CategoricalHead",
     "LogisticMixtureHead",
     "NetSpec",
+    "Transformer",
+    "TransformerConfig",
     "UNet",
     "UNetConfig",
     "build_head",
     "build_net",
+    "build_transformer",
     "build_unet",
     "net_config",
     "net_from_config",

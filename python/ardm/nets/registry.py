@@ -8,7 +8,7 @@ and one entry in ``NETS``.
 
 Example:
     >>> sorted(NETS), sorted(NETS["unet"].presets)
-    (['unet'], ['base', 'paper', 'small', 'tiny'])
+    (['transformer', 'unet'], ['base', 'paper', 'small', 'tiny'])
     >>> net = build_net("tiny", 256, (1, 28, 28))
     >>> net_config(net)["net"], net.head.name
     ('unet', 'logistic_mixture')
@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from ardm.nets.transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 from ardm.nets.unet import UNET_PRESETS, UNet, UNetConfig
 
 __all__ = ["NETS", "NetSpec", "build_net", "net_config", "net_from_config"]
@@ -43,6 +44,12 @@ NETS: dict[str, NetSpec] = {
     "unet": NetSpec(
         "unet", UNetConfig, UNET_PRESETS, lambda c, k, shape: UNet(c, k, shape),  # type: ignore[arg-type]
         "image U-Net (C, H, W); presets tiny (tests), small (CPU), base (GPU), paper (CIFAR-10)",
+    ),
+    "transformer": NetSpec(
+        "transformer", TransformerConfig, TRANSFORMER_PRESETS,
+        lambda c, k, shape: Transformer(c, k, shape),  # type: ignore[arg-type]
+        "bidirectional sequence transformer (L,) for text; presets tiny (tests), small (CPU), "
+        "base (GPU)",
     ),
 }
 

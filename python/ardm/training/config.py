@@ -9,7 +9,7 @@ Example:
     >>> TrainConfig(out="runs/x", net="nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown net 'nope'; choose one of ['unet']
+    ValueError: unknown net 'nope'; choose one of ['transformer', 'unet']
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from ardm.models.stage_budget import SPLITS
 from ardm.models.timesteps import make_sampler
 from ardm.nets import HEADS, NETS
 
-__all__ = ["TrainConfig", "FIXED_ON_RESUME"]
+__all__ = ["TrainConfig", "FIXED_ON_RESUME", "LR_SCHEDULES", "PRECISIONS"]
+
+#: constant after warm-up, or cosine decay to a tenth of ``lr`` at ``steps``.
+LR_SCHEDULES = ("constant", "cosine")
+#: auto: bf16 autocast on CUDA, fp32 on a CPU (bf16 there is asked for by name).
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -30,10 +35,10 @@ class TrainConfig:
     """Everything a training run depends on (saved in ``config.json`` under ``"train"``)."""
 
     out: str
-    modality: str = "image"
+    modality: str | None = None
     data: str | None = None
     model: str = "oa"
-    net: str = "unet"
+    net: str | None = None
     branch_factor: int = 4
     parametrization: str = "data"
     budget_split: str = "optimal"
@@ -43,10 +48,11 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 200
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema: float = 0.999
-    ce_weight: float = 1e-3
+    ce_weight: float | None = None
     timestep_sampler: str = "stratified"
     eval_every: int = 1000
     eval_size: int = 500
@@ -56,14 +62,23 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     device: str = "cpu"
+    precision: str = "auto"
     threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.modality is None:  # the modality of a named dataset, else images
+            named = [m.name for m in MODALITIES.values() if self.data in m.datasets]
+            self.modality = named[0] if named else "image"
         if self.modality not in MODALITIES:
             raise ValueError(f"unknown modality {self.modality!r}; choose one of {sorted(MODALITIES)}")
+        modality = MODALITIES[self.modality]
         if self.data is None:
-            self.data = MODALITIES[self.modality].default_dataset
+            self.data = modality.default_dataset
+        if self.net is None:
+            self.net = modality.default_net
+        if self.ce_weight is None:
+            self.ce_weight = modality.default_ce_weight
         if self.model not in MODEL_KINDS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODEL_KINDS)}")
         if self.net not in NETS:
@@ -81,6 +96,10 @@ class TrainConfig:
             raise ValueError(
                 f"unknown budget split {self.budget_split!r}; choose one of {list(SPLITS)}"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         make_sampler(self.timestep_sampler, 1)  # an unknown name is a ValueError here
         presets = NETS[self.net].presets
         if self.preset not in presets:
@@ -93,6 +112,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.ce_weight < 0:
+            raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
         if self.lr <= 0 or self.warmup < 0 or self.holdout < 0 or self.eval_size < 0:
             raise ValueError("lr must be > 0; warmup, holdout and eval_size must be >= 0")
 

@@ -99,7 +99,11 @@ def _step_generator(cfg: TrainConfig, step: int, d: _Dist) -> torch.Generator:
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+    if cfg.lr_schedule == "cosine" and step >= cfg.warmup:
+        progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        lr *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr
 
 
 @torch.no_grad()
@@ -122,9 +126,17 @@ def evaluate_bpd(
     return total / max(count, 1)
 
 
-def _autocast(device: torch.device):  # type: ignore[no-untyped-def]
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _use_bf16(device: torch.device, precision: str) -> bool:
+    if precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ValueError("--precision bf16 on this CPU needs AVX-512 BF16 or AMX; use fp32")
+    # auto: bf16 on CUDA only; on a CPU with AVX-512 BF16 the transformer trains 1.5x faster in
+    # bf16, the small U-Net's convolutions do not, so it is asked for by name.
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def _autocast(device: torch.device, precision: str):  # type: ignore[no-untyped-def]
+    if _use_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -247,7 +259,7 @@ def train(cfg: TrainConfig) -> Path:
         x = train_x[idx].to(device, torch.long, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        with _autocast(device):
+        with _autocast(device, cfg.precision):
             loss, stats = train_model(x, _step_generator(cfg, step, d))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
