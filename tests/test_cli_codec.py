@@ -61,7 +61,8 @@ def test_single_file_output_name(run_dir, tmp_path):
     "content, name, message",
     [
         (b"not a png", "bad.png", "not a readable image"),
-        (b"junk", "bad.txt", "unknown file type"),
+        (b"junk", "bad.bin", "unknown file type"),
+        (b"junk", "bad.txt", "is text data, the model"),
     ],
 )
 def test_bad_input_files(run_dir, tmp_path, capsys, content, name, message):

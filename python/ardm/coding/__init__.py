@@ -3,7 +3,26 @@
 (:mod:`ardm.coding.fields`), the model fingerprint and bit-exact network evaluation
 (:mod:`ardm.coding.deterministic`)."""
 
-from ardm.coding.codec import DEFAULT_BUDGET, MODES, blob_model, compress, decompress, split
+from ardm.coding.codec import (
+    DEFAULT_BUDGET,
+    MODES,
+    blob_model,
+    coding_steps,
+    compress,
+    decoding_steps,
+    decompress,
+    split,
+)
 from ardm.coding.fingerprint import model_fingerprint
 
-__all__ = ["DEFAULT_BUDGET", "MODES", "blob_model", "compress", "decompress", "model_fingerprint", "split"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "MODES",
+    "blob_model",
+    "coding_steps",
+    "compress",
+    "decompress",
+    "decoding_steps",
+    "model_fingerprint",
+    "split",
+]

@@ -16,6 +16,13 @@ fixed evaluation chunks of :mod:`ardm.coding.deterministic`), never all of them,
 not grow with the number of calls. An item the model would code worse than its raw values is
 stored raw. Every stream's check is its coder's initial state (:mod:`ardm.coding.container`).
 
+Progress: ``compress`` and ``decompress`` take ``progress``, a callable given the number of
+network calls just made, in units of *policy steps*: every distinct item length costs the calls
+of its policy once (items of one length share each call). :func:`coding_steps` and
+:func:`decoding_steps` give the total in advance; the calls reported by one compress or
+decompress sum to exactly that total, and both agree for the same data (see
+:func:`coding_steps` for the two rare cases counted specially).
+
 Example:
     >>> import ardm, torch
     >>> model = ardm.load()                                   # the shipped Fashion-MNIST model
@@ -27,8 +34,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,12 +62,42 @@ from ardm.coding.items import Items, from_items, item_lengths, to_items
 from ardm.modalities import get_modality
 from ardm.models import ARDM, StepSchedule
 
-__all__ = ["DEFAULT_BUDGET", "MODES", "compress", "decompress", "split", "blob_model"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "MODES",
+    "Progress",
+    "blob_model",
+    "coding_steps",
+    "compress",
+    "decompress",
+    "decoding_steps",
+    "split",
+]
 
 DEFAULT_BUDGET = 100
 MODES = ("joint", "independent")
 # The encoder evaluates at most this many bytes of distributions at once.
 ENCODE_BLOCK_BYTES = 1 << 27
+
+Progress = Callable[[int], None]
+"""A progress callback: called with the number of policy steps (network calls) just done."""
+
+
+def _report(progress: Progress | None, steps: int) -> None:
+    if progress is not None and steps > 0:
+        progress(steps)
+
+
+def _num_calls(model: ARDM, length: int, budget: int) -> int:
+    """The network calls of the policy for items of ``length`` values (0 for empty items)."""
+    if length <= 0:
+        return 0
+    return len(StepSchedule(model.policy(budget, num_vars=length), model.num_stages, length))
+
+
+def _units(model: ARDM, lengths: list[int], budget: int) -> int:
+    """Progress units of items of these lengths: each distinct length's calls once."""
+    return sum(_num_calls(model, n, budget) for n in set(lengths))
 
 
 # ---- the schedule of a group of items of one length ---------------------------------------------
@@ -117,8 +155,11 @@ def _log_probs(model: ARDM, state: torch.Tensor, levels: torch.Tensor, padded: t
 Push = Callable[[np.ndarray, np.ndarray], None]
 
 
-def _encode_group(model: ARDM, group: _Group, values: torch.Tensor, push: Push) -> np.ndarray:
-    """Push every call of ``group`` in reverse; returns each item's ideal bits (float64 (n,))."""
+def _encode_group(
+    model: ARDM, group: _Group, values: torch.Tensor, push: Push, progress: Progress | None = None
+) -> np.ndarray:
+    """Push every call of ``group`` in reverse; returns each item's ideal bits (float64 (n,)).
+    Reports each block of calls to ``progress`` once it is pushed."""
     n = values.shape[0]
     steps = list(reversed(group.schedule.steps))
     width, k = group.padded[0].shape[1], model.symbols_per_step
@@ -137,11 +178,15 @@ def _encode_group(model: ARDM, group: _Group, values: torch.Tensor, push: Push) 
             picked = np.take_along_axis(logits, symbols[..., None], -1)[..., 0]
             bits -= picked.astype(np.float64).sum(1) / math.log(2)
             push(symbols, logits)
+        _report(progress, len(block))
     return bits
 
 
 def _decode_group(
-    model: ARDM, group: _Group, pop: Callable[[np.ndarray], np.ndarray]
+    model: ARDM,
+    group: _Group,
+    pop: Callable[[np.ndarray], np.ndarray],
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     n = len(group.indices)
     state = torch.zeros(n, model.num_vars, dtype=torch.long)
@@ -153,6 +198,7 @@ def _decode_group(
         symbols = pop(np.ascontiguousarray(out[:, : len(pos)]))
         positions = torch.from_numpy(pos).unsqueeze(0).expand(n, -1)
         state = model.apply_symbols(state, step.level, positions, torch.from_numpy(symbols))
+        _report(progress, 1)
     return state
 
 
@@ -252,7 +298,8 @@ def _typed(values: torch.Tensor, lengths: list[int], dtype: str) -> list[np.ndar
 
 
 def _encode_stream(
-    model: ARDM, items: Items, budget: int, seed: int, raw: list[bool]
+    model: ARDM, items: Items, budget: int, seed: int, raw: list[bool],
+    progress: Progress | None = None,
 ) -> tuple[bytes, np.ndarray]:
     """One stream holding every item of ``items`` (decoded in lockstep); returns it and each
     item's ideal model bits (NaN for raw items)."""
@@ -267,7 +314,7 @@ def _encode_stream(
     groups = _groups(model, items.lengths, [not r for r in raw], budget, seed)
     for group in reversed(groups):  # group 0 is decoded first
         values = items.values[group.indices]
-        bits[group.indices] = _encode_group(model, group, values, _flat_push(coder))
+        bits[group.indices] = _encode_group(model, group, values, _flat_push(coder), progress)
     writer = FieldWriter()
     header.write(writer)
     writer.push_onto(coder)
@@ -281,20 +328,29 @@ def _flat_push(coder: _core.AnsCoder) -> Push:
     return push
 
 
-def _decode_stream(model: ARDM, stream: bytes, header: StreamHeader, reader: FieldReader,
-                   coder: _core.AnsCoder) -> torch.Tensor:
-    dtype, budget, seed = _settings(model, header)
+def _stream_lengths(model: ARDM, stream: bytes, header: StreamHeader) -> list[int]:
+    """The item lengths a one-stream blob declares (checked against its size)."""
     num_items = header.count if header.layout != LAYOUT_SEQUENCE else -(-header.count // model.num_vars)
     _check_declared(num_items, model.num_vars, len(stream))
-    lengths = item_lengths(header.layout, header.count, model.num_vars)
+    return item_lengths(header.layout, header.count, model.num_vars)
+
+
+def _decode_stream(model: ARDM, stream: bytes, header: StreamHeader, reader: FieldReader,
+                   coder: _core.AnsCoder, progress: Progress | None = None) -> torch.Tensor:
+    dtype, budget, seed = _settings(model, header)
+    lengths = _stream_lengths(model, stream, header)
     header.read_raw_flags(reader, len(lengths))
     pop = _flat_pop(coder)
     values = torch.zeros(len(lengths), model.num_vars, dtype=torch.long)
-    for group in _groups(model, lengths, [not r for r in header.raw], budget, seed):
-        values[group.indices] = _decode_group(model, group, pop)
+    coded = [not r for r in header.raw]
+    for group in _groups(model, lengths, coded, budget, seed):
+        values[group.indices] = _decode_group(model, group, pop, progress)
     for i, raw in enumerate(header.raw):
         if raw:
             values[i, : lengths[i]] = torch.from_numpy(_pop_raw(pop, lengths[i], model.num_classes))
+    if progress is not None:  # lengths whose items are all raw: their calls, never made
+        coded_lengths = [n for n, yes in zip(lengths, coded) if yes]
+        _report(progress, _units(model, lengths, budget) - _units(model, coded_lengths, budget))
     return _finish(model, coder.state(), coder.num_words(), header, model_fingerprint(model),
                    values, lengths, dtype)
 
@@ -318,7 +374,9 @@ def _open_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHead
 # ---- independent streams, coded in lockstep --------------------------------------------------
 
 
-def _encode_independent(model: ARDM, items: Items, budget: int, seed: int) -> list[bytes]:
+def _encode_independent(
+    model: ARDM, items: Items, budget: int, seed: int, progress: Progress | None = None
+) -> list[bytes]:
     """One stream per item, each a complete one-item blob; the network calls of items of one
     length are shared (their rows fill the evaluation chunks together)."""
     fingerprint = model_fingerprint(model)
@@ -337,7 +395,7 @@ def _encode_independent(model: ARDM, items: Items, budget: int, seed: int) -> li
             headers.append((header, header.initial_state(fingerprint, [item])))
         batch = _core.AnsCoderBatch(len(idx), np.asarray([s for _, s in headers], np.uint64))
         group = _Group.build(model, list(range(len(idx))), length, budget, seed)
-        bits = _encode_group(model, group, values, batch.push)
+        bits = _encode_group(model, group, values, batch.push, progress)
         for j, (i, data) in enumerate(zip(idx, batch.to_compact_bytes_list())):
             if bits[j] > length * bits_per_value:  # the model codes it worse than raw values
                 one = Items(values[j : j + 1], [length], layout, count, items.dtype)
@@ -361,8 +419,8 @@ class _Opened:
     length: int
 
 
-def _decode_independent(streams: list[bytes], model: ARDM | None) -> list[torch.Tensor]:
-    """Decode one-item streams; those that share a schedule are decoded in lockstep."""
+def _open_independent(streams: list[bytes], model: ARDM | None) -> list[_Opened]:
+    """Read the header (and raw flag) of every one-item stream of a frame."""
     opened = []
     loaded: dict[tuple, ARDM] = {}  # a shipped model is loaded once for all its streams
     for stream in streams:
@@ -377,15 +435,32 @@ def _decode_independent(streams: list[bytes], model: ARDM | None) -> list[torch.
             raise ValueError("corrupted blob: a stream inside the frame holds more than one item")
         header.read_raw_flags(reader, 1)
         opened.append(_Opened(the_model, coder, header, lengths[0]))
+    return opened
+
+
+def _independent_units(opened: list[_Opened]) -> int:
+    """Progress units of a frame: the calls of each (model, length, settings) once."""
+    keys = {(id(o.model), o.length, _settings(o.model, o.header)): o.model for o in opened}
+    return sum(_num_calls(m, length, budget) for (_, length, (_, budget, _)), m in keys.items())
+
+
+def _decode_independent(
+    streams: list[bytes], model: ARDM | None, progress: Progress | None = None
+) -> list[torch.Tensor]:
+    """Decode one-item streams; those that share a schedule are decoded in lockstep."""
+    opened = _open_independent(streams, model)
     out: list[torch.Tensor] = [torch.empty(0)] * len(streams)
     groups: dict[tuple, list[int]] = {}
     for i, o in enumerate(opened):
         key = (id(o.model), o.length, _settings(o.model, o.header), o.header.raw[0])
         groups.setdefault(key, []).append(i)
-    for (_, length, (dtype, budget, seed), raw), idx in groups.items():
+    for (model_id, length, (dtype, budget, seed), raw), idx in groups.items():
         the_model = opened[idx[0]].model
         fingerprint = model_fingerprint(the_model)
         if raw:
+            if (model_id, length, (dtype, budget, seed), False) not in groups:
+                # no coded item of this length: its calls, never made, are reported at once
+                _report(progress, _num_calls(the_model, length, budget))
             for i in idx:
                 o = opened[i]
                 values = torch.zeros(1, the_model.num_vars, dtype=torch.long)
@@ -398,7 +473,7 @@ def _decode_independent(streams: list[bytes], model: ARDM | None) -> list[torch.
             [opened[i].coder.to_compact_bytes() for i in idx]
         )
         group = _Group.build(the_model, list(range(len(idx))), length, budget, seed)
-        values = _decode_group(the_model, group, batch.pop)
+        values = _decode_group(the_model, group, batch.pop, progress)
         states, words = batch.states(), batch.num_words()
         for j, i in enumerate(idx):
             out[i] = _finish(the_model, int(states[j]), int(words[j]), opened[i].header,
@@ -429,6 +504,7 @@ def compress(
     budget: int | None = None,
     order_seed: int | None = None,
     mode: str = "joint",
+    progress: Progress | None = None,
 ) -> bytes:
     """Compress integer data losslessly.
 
@@ -441,6 +517,9 @@ def compress(
         order_seed: the coding order's seed; ``None`` uses the model's chosen seed.
         mode: ``"joint"`` (one stream, overhead paid once) or ``"independent"`` (every item its
             own stream, decodable alone: see :func:`split`).
+        progress: called with the number of network calls (policy steps) just made, as they are
+            made; they sum to :func:`coding_steps` of the same arguments. The blob is the same
+            with or without it.
 
     Example:
         >>> import ardm
@@ -458,12 +537,12 @@ def compress(
     with torch.no_grad():
         if mode == "joint" or items.layout == LAYOUT_ONE:
             raw = [False] * len(items.lengths)
-            stream, bits = _encode_stream(model, items, budget, seed, raw)
+            stream, bits = _encode_stream(model, items, budget, seed, raw, progress)
             worse = [bool(b > r) for b, r in zip(bits, raw_bits)]
-            if any(worse):  # rare: code again with those items raw
+            if any(worse):  # rare: code again with those items raw (not reported: see coding_steps)
                 stream, _ = _encode_stream(model, items, budget, seed, worse)
             return stream
-        streams = _encode_independent(model, items, budget, seed)
+        streams = _encode_independent(model, items, budget, seed, progress)
         joiner = JOIN_CONCAT if items.layout == LAYOUT_SEQUENCE else JOIN_STACK
         if not streams:  # an empty sequence: one stream that says so
             stream, _ = _encode_stream(model, items, budget, seed, [])
@@ -471,20 +550,69 @@ def compress(
         return pack_streams(streams, joiner)
 
 
-def decompress(blob: bytes, model: ARDM | None = None) -> torch.Tensor:
-    """Decode a blob made by :func:`compress`: the same shape, length and dtype, bit for bit.
+def coding_steps(
+    x: object,
+    model: ARDM | None = None,
+    budget: int | None = None,
+    mode: str = "joint",
+) -> int:
+    """The progress units :func:`compress` reports for these arguments: its network calls.
 
-    ``model`` None loads the shipped model the blob names. Raises ``ValueError`` for a
-    truncated, corrupted or foreign blob, a blob made by another model, or any decode whose
-    result does not reproduce the blob's check: wrong data never comes back.
+    Items of one length share every call, so this is the sum, over the distinct item lengths
+    of ``x``, of the calls of the policy for that length (``budget`` or fewer each: a batch of
+    images is one length, a sequence at most two). It is the same in both modes and needs no
+    network call. Items stored raw (rare: the model would code them worse than their raw
+    values) count as if coded, so that the total is exact and known in advance: in joint mode
+    :func:`compress` then codes the stream a second time, a pass it does not report; and
+    :func:`decompress`, which makes no calls for a length whose items are all raw, reports those
+    calls at once. :func:`decoding_steps` of the blob gives the same total.
+
+    Args: as for :func:`compress` (the order seed does not change the count).
+
+    Example:
+        >>> import ardm
+        >>> from ardm.coding import coding_steps, decoding_steps
+        >>> x = ardm.bundled_images()[:2]
+        >>> calls = []
+        >>> blob = ardm.compress(x, budget=20, progress=calls.append)
+        >>> sum(calls) == coding_steps(x, budget=20) == decoding_steps(blob)
+        True
+        >>> done = []
+        >>> _ = ardm.decompress(blob, progress=done.append)
+        >>> sum(done) == sum(calls)
+        True
+    """
+    model = _resolve_model(model)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    budget = _check_budget(model, budget)
+    items = to_items(x, model.data_shape, model.num_classes)
+    return _units(model, items.lengths, budget)
+
+
+def decoding_steps(blob: bytes, model: ARDM | None = None) -> int:
+    """The progress units :func:`decompress` reports for ``blob``, read from its headers (no
+    network call): equal to :func:`coding_steps` of the data and settings that made it.
+
+    ``model`` as for :func:`decompress`; errors as there (a corrupted header is a ``ValueError``).
     """
     joiner, streams = unpack_streams(blob)
+    with _named_errors(blob):
+        if joiner is None:
+            _, _, header = _open_stream(streams[0])
+            the_model = _model_for(header, model)
+            if header.layout == LAYOUT_BATCH and header.count == 0:
+                raise ValueError("corrupted blob: a batch of no items")
+            lengths = _stream_lengths(the_model, streams[0], header)
+            return _units(the_model, lengths, _settings(the_model, header)[1])
+        return _independent_units(_open_independent(streams, model))
+
+
+@contextlib.contextmanager
+def _named_errors(blob: bytes) -> Iterator[None]:
+    """Name a format-1 blob in the ``ValueError`` it raises."""
     try:
-        with torch.no_grad():
-            if joiner is None:
-                parts = [_decode_one(streams[0], model)]
-            else:
-                parts = _decode_independent(streams, model)
+        yield
     except ValueError:
         if looks_like_version_1(bytes(blob)):
             raise ValueError(
@@ -492,6 +620,26 @@ def decompress(blob: bytes, model: ARDM | None = None) -> torch.Tensor:
                 "with ardm 0.1 and compress it again"
             ) from None
         raise
+
+
+def decompress(
+    blob: bytes, model: ARDM | None = None, progress: Progress | None = None
+) -> torch.Tensor:
+    """Decode a blob made by :func:`compress`: the same shape, length and dtype, bit for bit.
+
+    ``model`` None loads the shipped model the blob names. Raises ``ValueError`` for a
+    truncated, corrupted or foreign blob, a blob made by another model, or any decode whose
+    result does not reproduce the blob's check: wrong data never comes back.
+
+    ``progress`` is called with the number of network calls just made, as they are made; they
+    sum to :func:`decoding_steps` of the blob, the same total that :func:`compress` reported.
+    """
+    joiner, streams = unpack_streams(blob)
+    with _named_errors(blob), torch.no_grad():
+        if joiner is None:
+            parts = [_decode_one(streams[0], model, progress)]
+        else:
+            parts = _decode_independent(streams, model, progress)
     if joiner is None:
         return parts[0]
     if joiner == JOIN_CONCAT:
@@ -499,12 +647,12 @@ def decompress(blob: bytes, model: ARDM | None = None) -> torch.Tensor:
     return torch.stack(parts)
 
 
-def _decode_one(stream: bytes, model: ARDM | None) -> torch.Tensor:
+def _decode_one(stream: bytes, model: ARDM | None, progress: Progress | None = None) -> torch.Tensor:
     coder, reader, header = _open_stream(stream)
     model = _model_for(header, model)
     if header.layout == LAYOUT_BATCH and header.count == 0:
         raise ValueError("corrupted blob: a batch of no items")
-    return _decode_stream(model, stream, header, reader, coder)
+    return _decode_stream(model, stream, header, reader, coder, progress)
 
 
 def _model_for(header: StreamHeader, model: ARDM | None) -> ARDM:

