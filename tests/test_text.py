@@ -254,3 +254,23 @@ def test_sample_prints_text_and_infill_fills_the_mask(text_run, tmp_path, capsys
     assert "no mask character" in capsys.readouterr().err
     assert main(["infill", "fashion-mnist", "a _ b"]) == 1
     assert "text model" in capsys.readouterr().err
+
+
+# ---- the shipped text model -----------------------------------------------------------------
+
+
+def test_the_shipped_kjv_model_is_chosen_for_text_files_and_found_from_the_blob(tmp_path, kjv):
+    data = split_bytes(kjv, "test")[5000:5300]  # 300 bytes: a whole item and a short one
+    (tmp_path / "verse.txt").write_bytes(data)
+    assert main(["compress", str(tmp_path / "verse.txt"), "--budget", "8", "--no-progress"]) == 0
+    blob = (tmp_path / "verse.txt.ardm").read_bytes()
+    assert ardm.coding.blob_model(blob) == "kjv" and 8 * len(blob) < 4 * len(data)
+    (tmp_path / "verse.txt").unlink()
+    assert main(["decompress", str(tmp_path / "verse.txt.ardm"), "--no-progress"]) == 0
+    assert (tmp_path / "verse.txt").read_bytes() == data
+
+
+def test_readme_use_example_runs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "README.md", "exec"), {})

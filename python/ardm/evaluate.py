@@ -197,7 +197,7 @@ def load_test_images(
 
         images = bundled_images()[:count]
         return images, f"{len(images)} bundled test images ({err})"
-    return _check_images(images, model, name), f"{len(images)} test images of {name}"
+    return _check_images(images, model, name), f"{len(images)} test items of {name}"
 
 
 def load_held_out_images(
@@ -211,7 +211,7 @@ def load_held_out_images(
     images = get_modality(model.modality).load(name, "train")
     holdout = int(config.get("train", {}).get("holdout") or count)
     images = images[images.shape[0] - min(holdout, count, images.shape[0]) :]
-    return _check_images(images, model, name), f"{len(images)} held-out training images of {name}"
+    return _check_images(images, model, name), f"{len(images)} held-out training items of {name}"
 
 
 @torch.no_grad()

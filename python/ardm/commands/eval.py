@@ -27,15 +27,15 @@ __all__ = ["add_parser", "run", "format_table"]
 DEFAULT_BUDGETS = (784, 200, 100, 50, 20, 10)
 
 DESCRIPTION = """\
-Evaluate a model (run directory or shipped name) under budgets of network calls per image. For
-each budget it prints the test bits/dim of the budget-optimal policy and of the naive evenly spaced
-one: the mean of unbiased one-call estimates (nll_bpd, random orders, a fixed seed) over the test
-images, +- its standard error; "exact": -log2 p(x) for the fixed coding order on the first few
-test images (the size ardm compress reaches), computed when the policy has few enough calls;
+Evaluate a model (run directory or shipped name) under budgets of network calls per item (an
+image, a 256-byte text record). For each budget it prints the test bits/dim (bits/byte for text)
+of the budget-optimal policy and of the naive evenly spaced one: the mean of unbiased one-call
+estimates (nll_bpd, random orders, a fixed seed) over the test items, +- its standard error; "exact": -log2 p(x) for the fixed coding order on the first few
+test items (the size ardm compress reaches), computed when the policy has few enough calls;
 "DP": the cost the budget DP predicts from the sorted per-step losses. For an upscale model it
 shows the optimal split of the budget across stages, the paper's equal split (both with the DP
 within each stage) and the naive policy, with the calls per stage. If the model has no per-step
-losses they are estimated first on held-out training images (and not saved).
+losses they are estimated first on held-out training items (and not saved).
 
 examples:
   ardm eval runs/fm
@@ -54,24 +54,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("run", nargs="?", default=None,
         help="run directory (from ardm train) or shipped model name (default: the shipped one)")
     add("--budgets", default=None,
-        help="comma-separated network calls per image (default: those of "
+        help="comma-separated network calls per item (default: those of "
              f"{','.join(map(str, DEFAULT_BUDGETS))} the model allows, and its maximum)")
-    add("--test-size", type=int, default=200, help="test images (default: %(default)s)")
+    add("--test-size", type=int, default=200, help="test items (default: %(default)s)")
     add("--repeats", type=int, default=1,
-        help="one-call estimates per test image and policy (default: %(default)s)")
+        help="one-call estimates per test item and policy (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of the estimates (default: %(default)s)")
     add("--data", default=None,
         help="dataset name or directory (default: the run's training dataset)")
     add("--exact-images", type=int, default=8,
-        help="test images for the exact fixed-order value; 0: none (default: %(default)s)")
+        help="test items for the exact fixed-order value; 0: none (default: %(default)s)")
     add("--exact-max-calls", type=int, default=100,
         help="compute the exact value only for policies with at most this many calls "
              "(default: %(default)s)")
     add("--holdout-size", type=int, default=200,
-        help="held-out training images to estimate missing step losses (default: %(default)s)")
+        help="held-out training items to estimate missing step losses (default: %(default)s)")
     add("--step-loss-evals", type=int, default=1,
         help="evaluations per step when estimating missing step losses (default: %(default)s)")
-    add("--batch-size", type=int, default=64, help="images per network call (default: %(default)s)")
+    add("--batch-size", type=int, default=64, help="items per network call (default: %(default)s)")
     add("--plots", default=None, metavar="DIR",
         help="save step_losses.png and bpd_vs_budget.png into DIR")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -145,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
         ensure_step_losses(model, held, args.step_loss_evals, args.batch_size, args.seed,
                            args.progress)
     images, source = load_test_images(model, config, args.test_size, args.data)
-    print(f"{source}, {args.repeats} estimate(s) per image, seed {args.seed}; exact fixed-order "
-          f"values on {min(args.exact_images, len(images))} image(s) for policies of <= "
+    print(f"{source}, {args.repeats} estimate(s) per item, seed {args.seed}; exact fixed-order "
+          f"values on {min(args.exact_images, len(images))} item(s) for policies of <= "
           f"{args.exact_max_calls} calls")
     start = time.perf_counter()
     rows = evaluate_budgets(
@@ -200,7 +200,7 @@ def save_plots(model, rows: list[EvalRow], folder: Path) -> list[Path]:
         ax.plot(budgets, [r.predicted_bpd for r in mine], "--", color=line[0].get_color(),
                 alpha=0.6, label=f"{name} (DP prediction)")
     ax.set_xscale("log")
-    ax.set_xlabel("budget (network calls per image)")
+    ax.set_xlabel("budget (network calls per item)")
     ax.set_ylabel("bits per dimension")
     ax.set_title("Test bits/dim against budget")
     ax.legend(fontsize=8)
