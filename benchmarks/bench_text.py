@@ -150,19 +150,26 @@ def policy_bits(model, x: torch.Tensor, policy, batch: int = 64) -> np.ndarray:
     return torch.cat(parts).numpy()
 
 
-def ardm_chunks(model, x: torch.Tensor, budget: int) -> dict[str, float]:
-    """Compress the chunks x (n, 256) in independent mode: one pass each way, verified."""
-    n_bytes = x.numel()
-    with bar(coding_steps(x, model, budget, mode="independent"), f"encode budget {budget}") as b:
+def timed_round_trip(model, x: torch.Tensor, budget: int, mode: str, label: str):
+    """Compress and decompress ``x`` once each way with progress bars, verified; returns the
+    blob and the encode and decode seconds."""
+    with bar(coding_steps(x, model, budget, mode=mode), f"{label} encode budget {budget}") as b:
         t0 = time.perf_counter()
-        blob = ardm.compress(x, model, budget=budget, mode="independent", progress=b.update)
+        blob = ardm.compress(x, model, budget=budget, mode=mode, progress=b.update)
         encode_s = time.perf_counter() - t0
-    with bar(decoding_steps(blob, model), f"decode budget {budget}") as b:
+    with bar(decoding_steps(blob, model), f"{label} decode budget {budget}") as b:
         t0 = time.perf_counter()
         back = ardm.decompress(blob, model, progress=b.update)
         decode_s = time.perf_counter() - t0
     if not torch.equal(back, x):
-        raise SystemExit(f"ARDM round trip failed at budget {budget} (independent)")
+        raise SystemExit(f"ARDM round trip failed at budget {budget} ({label})")
+    return blob, encode_s, decode_s
+
+
+def ardm_chunks(model, x: torch.Tensor, budget: int) -> dict[str, float]:
+    """Compress the chunks x (n, 256) in independent mode: one pass each way, verified."""
+    n_bytes = x.numel()
+    blob, encode_s, decode_s = timed_round_trip(model, x, budget, "independent", "chunks")
     items = split(blob)
     if len(items) != len(x):
         raise SystemExit(f"split gave {len(items)} blobs for {len(x)} chunks (budget {budget})")
@@ -181,16 +188,7 @@ def ardm_chunks(model, x: torch.Tensor, budget: int) -> dict[str, float]:
 def ardm_joint(model, data: bytes, budget: int) -> dict[str, float]:
     """Compress ``data`` as one sequence in one joint stream: one pass each way, verified."""
     x = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
-    with bar(coding_steps(x, model, budget, mode="joint"), f"joint encode budget {budget}") as b:
-        t0 = time.perf_counter()
-        blob = ardm.compress(x, model, budget=budget, mode="joint", progress=b.update)
-        encode_s = time.perf_counter() - t0
-    with bar(decoding_steps(blob, model), f"joint decode budget {budget}") as b:
-        t0 = time.perf_counter()
-        back = ardm.decompress(blob, model, progress=b.update)
-        decode_s = time.perf_counter() - t0
-    if not torch.equal(back, x):
-        raise SystemExit(f"ARDM round trip failed at budget {budget} (joint, whole split)")
+    blob, encode_s, decode_s = timed_round_trip(model, x, budget, "joint", "whole split")
     return {"bytes": len(blob), "encode_s": encode_s, "decode_s": decode_s}
 
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch import nn
 
+import ardm
 from ardm.data import load_dataset
 from ardm.nets import CategoricalHead, build_net
 
@@ -132,6 +133,39 @@ class RecordingNet(nn.Module):
             assert torch.equal(t, known.flatten(1).sum(1))
         self.inputs.append((x_in.clone(), known.clone(), t.clone()))
         return self.inner(x_in, known, t)
+
+
+def real_crops(n: int) -> torch.Tensor:
+    """Real Fashion-MNIST test images (bundled), 8x8 crops at 16 levels (x >> 4)."""
+    images = ardm.bundled_images()
+    crops = [images[i % 10, :, 10 + i // 10 : 18 + i // 10, 10:18] for i in range(n)]
+    return (torch.stack(crops) >> 4).to(torch.uint8)
+
+
+def real_text(n: int) -> bytes:
+    """Real English bytes: this project's README, from its start, repeated to length ``n``."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_bytes()
+    return (text * (1 + n // len(text)))[:n]
+
+
+class SequenceNet(nn.Module):
+    """A small real network over 1-D items of bytes (embedding + conv), categorical head: tests
+    the codec's sequence layout cheaply. ``bias`` > 0 makes value 0 very likely (a confidently
+    wrong model, so that the codec stores items raw)."""
+
+    def __init__(self, length: int, num_classes: int = 256, bias: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes + 1, 16)
+        self.conv = nn.Conv1d(17, 32, 5, padding=2)
+        self.out = nn.Linear(32, num_classes)
+        self.head = CategoricalHead(num_classes)
+        with torch.no_grad():
+            self.out.bias[0] += bias
+
+    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([self.embed(x_in), known.unsqueeze(-1).float()], dim=-1)
+        h = torch.relu(self.conv(h.transpose(1, 2))).transpose(1, 2)
+        return self.out(h)
 
 
 def perturbed_unet(

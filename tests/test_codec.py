@@ -9,52 +9,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SequenceNet, real_crops, real_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import ardm
 from ardm.coding import compress, decompress, split
 from ardm.coding.container import unpack_streams
 from ardm.models import OrderAgnosticARDM, UpscaleARDM
-from ardm.nets import CategoricalHead, build_net
+from ardm.nets import build_net
 
 SHAPE = (1, 8, 8)  # an 8x8 crop of real images, 16 gray levels: small enough for every budget
 K = 16
-
-
-def real_crops(n: int) -> torch.Tensor:
-    """Real Fashion-MNIST test images (bundled), 8x8 crops at 16 levels (x >> 4)."""
-    images = ardm.bundled_images()
-    crops = [images[i % 10, :, 10 + i // 10 : 18 + i // 10, 10:18] for i in range(n)]
-    return (torch.stack(crops) >> 4).to(torch.uint8)
-
-
-def real_text(n: int) -> bytes:
-    """Real English bytes: this package's own README, from its start."""
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_bytes()
-    return (text * (1 + n // len(text)))[:n]
-
-
-class SequenceNet(nn.Module):
-    """A small real network over 1-D items of bytes (embedding + conv), categorical head: lets the
-    codec's sequence layout (items of any length, chunked) be tested before a text net ships."""
-
-    def __init__(self, length: int, num_classes: int = 256, bias: float = 0.0) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(num_classes + 1, 16)
-        self.conv = nn.Conv1d(17, 32, 5, padding=2)
-        self.out = nn.Linear(32, num_classes)
-        self.head = CategoricalHead(num_classes)
-        with torch.no_grad():  # ``bias`` > 0 makes value 0 very likely (a confidently wrong model)
-            self.out.bias[0] += bias
-
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([self.embed(x_in), known.unsqueeze(-1).float()], dim=-1)
-        h = torch.relu(self.conv(h.transpose(1, 2))).transpose(1, 2)
-        return self.out(h)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +43,7 @@ def upscale() -> UpscaleARDM:
 def text_model() -> OrderAgnosticARDM:
     torch.manual_seed(2)
     m = OrderAgnosticARDM(SequenceNet(32), 256, (32,)).eval()
-    m.modality = "image"  # no text modality yet: only its dtype (uint8) matters here
+    m.modality = "text"
     data = torch.frombuffer(bytearray(real_text(32 * 8)), dtype=torch.uint8).view(8, 32)
     m.estimate_step_losses(data)
     return m

@@ -5,53 +5,21 @@ the blob; ``ardm compress`` / ``ardm decompress`` with and without ``--no-progre
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import SequenceNet, real_crops, real_text
 
 import ardm
 from ardm.checkpoint import save_model
 from ardm.cli import main
 from ardm.coding import coding_steps, compress, decoding_steps, decompress
 from ardm.models import OrderAgnosticARDM, StepSchedule, UpscaleARDM
-from ardm.nets import CategoricalHead, build_net
+from ardm.nets import build_net
 
 SHAPE = (1, 8, 8)
 K = 16
-
-
-def real_crops(n: int) -> torch.Tensor:
-    """Real Fashion-MNIST test images (bundled), 8x8 crops at 16 levels."""
-    images = ardm.bundled_images()
-    crops = [images[i % 10, :, 10 + i // 10 : 18 + i // 10, 10:18] for i in range(n)]
-    return (torch.stack(crops) >> 4).to(torch.uint8)
-
-
-def real_text(n: int) -> bytes:
-    """Real English bytes: this package's README."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_bytes()
-    return (text * (1 + n // len(text)))[:n]
-
-
-class SequenceNet(nn.Module):
-    """A small network over 1-D items of bytes; ``bias`` > 0 makes it confidently wrong (it
-    expects 0 everywhere), so that the codec stores items raw."""
-
-    def __init__(self, length: int, bias: float = 0.0) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(257, 16)
-        self.conv = nn.Conv1d(17, 32, 5, padding=2)
-        self.out = nn.Linear(32, 256)
-        self.head = CategoricalHead(256)
-        with torch.no_grad():
-            self.out.bias[0] += bias
-
-    def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([self.embed(x_in), known.unsqueeze(-1).float()], dim=-1)
-        return self.out(torch.relu(self.conv(h.transpose(1, 2))).transpose(1, 2))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +42,7 @@ def upscale_model() -> UpscaleARDM:
 def text_model() -> OrderAgnosticARDM:
     torch.manual_seed(2)
     m = OrderAgnosticARDM(SequenceNet(32), 256, (32,)).eval()
-    m.modality = "image"  # only its dtype (uint8) matters here
+    m.modality = "text"
     m.estimate_step_losses(torch.frombuffer(bytearray(real_text(32 * 8)), dtype=torch.uint8).view(8, 32))
     return m
 
