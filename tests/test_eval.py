@@ -115,7 +115,7 @@ def test_eval_command_estimates_step_losses_and_plots(
             "--exact-max-calls", "8", "--plots", str(plots), "--no-progress"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "no per-step losses: estimating them on 16 held-out training images" in out
+    assert "no per-step losses: estimating them on 16 held-out training items" in out
     table = [line for line in out.splitlines() if line.split("|")[0].strip() in {"64", "8", "2"}]
     assert len(table) == 3 and "optimal" in out and "naive" in out
     assert sorted(p.name for p in plots.iterdir()) == ["bpd_vs_budget.png", "step_losses.png"]

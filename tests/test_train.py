@@ -170,7 +170,7 @@ def test_config_defaults_and_validation() -> None:
     assert TrainConfig(out="x", data="/some/dir").data == "/some/dir"
     for kwargs, match in [
         ({"modality": "video"}, "unknown modality"),
-        ({"net": "transformer"}, "unknown net"),
+        ({"net": "perceiver"}, "unknown net"),
         ({"preset": "giant"}, "unknown unet preset"),
         ({"head": "gaussian"}, "unknown head"),
         ({"steps": 0}, "steps"),

@@ -111,7 +111,7 @@ def resolve_run(name_or_path: str | Path | None) -> tuple[ARDM, dict[str, Any]]:
         >>> resolve_run("/nonexistent")
         Traceback (most recent call last):
         ...
-        ValueError: '/nonexistent' is neither a shipped model (fashion-mnist) nor a path to a run directory
+        ValueError: '/nonexistent' is neither a shipped model (fashion-mnist, kjv) nor a path to a run directory
     """
     from ardm.checkpoint import read_config
     from ardm.pretrained import DEFAULT_MODEL, PRETRAINED, load
