@@ -22,6 +22,12 @@ Three parts, all measured in the same run, every round trip (ARDM and classical)
 3. English text that is not KJV, /usr/share/common-licenses/GPL-3, per 256-byte chunk (--subset
    of its whole chunks, evenly spaced; the short tail is left out): zstd -19, zstd -19 with the
    KJV dictionary, brotli -11, ARDM at budget 64 (independent).
+4. Infilling: on the part-1 test chunks, 75 % of each chunk's bytes given (a seeded random 64 of
+   the 256 unknown), the exact -log2 p of the 64 unknown bytes given the rest, per filled byte,
+   at --budgets (clipped to 64) with the optimal policy planned on the last 64 step losses, and
+   one chunk filled in at 20 calls, printed beside the original.
+
+--parts chooses among chunks,whole,heldout,infill (default: all four).
 
     python benchmarks/bench_text.py --model kjv --subset 64 --budgets 256,64,20 --joint-budget 64
 
@@ -52,7 +58,7 @@ from bench_compress import evenly_spaced  # noqa: E402
 import ardm  # noqa: E402
 from ardm.coding import coding_steps, decoding_steps, split  # noqa: E402
 from ardm.modalities import get_modality  # noqa: E402
-from ardm.modalities.text import chunk_bytes, load_text_bytes, split_bytes  # noqa: E402
+from ardm.modalities.text import chunk_bytes, load_text_bytes, printable, split_bytes  # noqa: E402
 
 CHUNK = 256
 DICT_BYTES = 112640  # zstd --train's default: 110 KB
@@ -296,6 +302,34 @@ def part_heldout(model, args, zdict) -> list[str]:
     return lines
 
 
+INFILL_UNKNOWN = 64  # of 256 bytes: 75 % given
+
+
+def part_infill(model, test: torch.Tensor, args) -> list[str]:
+    x, said = subset_of(test, args.subset, "the KJV test split")
+    gen = torch.Generator().manual_seed(0)
+    known = torch.ones(x.shape, dtype=torch.bool)
+    for row in known:
+        row[torch.randperm(CHUNK, generator=gen)[:INFILL_UNKNOWN]] = False
+    order = ardm.random_order(model.num_vars, model.order_seed)
+    lines = [f"4. Infilling: {said}; {CHUNK - INFILL_UNKNOWN} of {CHUNK} bytes given, exact "
+             f"-log2 p of the {INFILL_UNKNOWN} unknown ones given the rest",
+             f"{'budget':>7}{'calls':>7}{'bits per filled byte':>22}"]
+    print("\n".join(lines), flush=True)
+    for budget in sorted({min(b, INFILL_UNKNOWN) for b in args.budgets}, reverse=True):
+        policy = model.policy(budget, num_vars=INFILL_UNKNOWN)
+        with torch.no_grad():
+            bits = model.exact_nll_bits(x.long(), order, policy=policy, known=known)
+        lines.append(f"{budget:>7}{len(policy):>7}{float(bits.sum()) / known.logical_not().sum():>22.3f}")
+        print(lines[-1], flush=True)
+    filled = model.sample(1, budget=20, given=x[:1], known=known[:1], generator=gen)[0]
+    masked = torch.where(known[0], x[0].long(), torch.full_like(x[0].long(), ord("_")))
+    for label, row in (("given", masked), ("filled (20 calls)", filled), ("original", x[0])):
+        lines.append(f"{label}:\n{printable(row)}")
+    print("\n".join(lines[-3:]), flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="kjv", help="shipped model name or run directory")
@@ -308,7 +342,12 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--skip-joint", action="store_true",
                         help="leave out the (slow) ARDM joint pass over the whole test split")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--parts", default="chunks,whole,heldout,infill",
+                        help="which parts to run (comma list of chunks, whole, heldout, infill)")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - {"chunks", "whole", "heldout", "infill"}:
+        raise SystemExit(f"--parts: unknown parts {sorted(parts - {'chunks', 'whole', 'heldout', 'infill'})}")
     args.budgets = [int(b) for b in args.budgets.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -331,9 +370,14 @@ def main(argv: list[str] | None = None) -> list[str]:
         f"chunks",
     ]
     print("\n".join(lines), flush=True)
-    lines += part_chunks(model, test, args, zdict)
-    lines += part_whole(model, test_bytes, args)
-    lines += part_heldout(model, args, zdict)
+    if "chunks" in parts:
+        lines += part_chunks(model, test, args, zdict)
+    if "whole" in parts:
+        lines += part_whole(model, test_bytes, args)
+    if "heldout" in parts:
+        lines += part_heldout(model, args, zdict)
+    if "infill" in parts:
+        lines += part_infill(model, test, args)
     return lines
 
 
