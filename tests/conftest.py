@@ -23,6 +23,7 @@ from torch import nn
 
 import ardm
 from ardm.data import load_dataset
+from ardm.models import OrderAgnosticARDM, UpscaleARDM
 from ardm.nets import CategoricalHead, build_net
 
 # ---- fake networks ------------------------------------------------------------------------------
@@ -166,6 +167,25 @@ class SequenceNet(nn.Module):
         h = torch.cat([self.embed(x_in), known.unsqueeze(-1).float()], dim=-1)
         h = torch.relu(self.conv(h.transpose(1, 2))).transpose(1, 2)
         return self.out(h)
+
+
+@pytest.fixture(scope="session")
+def upscale_model() -> UpscaleARDM:
+    """A tiny upscale ARDM (b = 4, K = 16) over 8x8 crops, step losses on real crops."""
+    torch.manual_seed(1)
+    m = UpscaleARDM(build_net("tiny", 16, (1, 8, 8)), 16, (1, 8, 8), branch_factor=4).eval()
+    m.estimate_step_losses(real_crops(10))
+    return m
+
+
+@pytest.fixture(scope="session")
+def text_model() -> OrderAgnosticARDM:
+    """A small byte model over items of 32 (SequenceNet), step losses on real English bytes."""
+    torch.manual_seed(2)
+    m = OrderAgnosticARDM(SequenceNet(32), 256, (32,)).eval()
+    m.modality = "text"
+    m.estimate_step_losses(torch.frombuffer(bytearray(real_text(32 * 8)), dtype=torch.uint8).view(8, 32))
+    return m
 
 
 def perturbed_unet(

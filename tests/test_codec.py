@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import ardm
 from ardm.coding import compress, decompress, split
 from ardm.coding.container import unpack_streams
-from ardm.models import OrderAgnosticARDM, UpscaleARDM
+from ardm.models import OrderAgnosticARDM
 from ardm.nets import build_net
 
 SHAPE = (1, 8, 8)  # an 8x8 crop of real images, 16 gray levels: small enough for every budget
@@ -31,24 +31,6 @@ def model() -> OrderAgnosticARDM:
     return m
 
 
-@pytest.fixture(scope="module")
-def upscale() -> UpscaleARDM:
-    torch.manual_seed(1)
-    m = UpscaleARDM(build_net("tiny", K, SHAPE), K, SHAPE, branch_factor=4).eval()
-    m.estimate_step_losses(real_crops(10))
-    return m
-
-
-@pytest.fixture(scope="module")
-def text_model() -> OrderAgnosticARDM:
-    torch.manual_seed(2)
-    m = OrderAgnosticARDM(SequenceNet(32), 256, (32,)).eval()
-    m.modality = "text"
-    data = torch.frombuffer(bytearray(real_text(32 * 8)), dtype=torch.uint8).view(8, 32)
-    m.estimate_step_losses(data)
-    return m
-
-
 @pytest.mark.parametrize("mode", ["joint", "independent"])
 def test_round_trip_every_budget(model, mode):
     x = real_crops(3)
@@ -59,11 +41,11 @@ def test_round_trip_every_budget(model, mode):
 
 
 @pytest.mark.parametrize("mode", ["joint", "independent"])
-def test_upscale_round_trip(upscale, mode):
+def test_upscale_round_trip(upscale_model, mode):
     x = real_crops(5)
-    for budget in (2, 3, 7, 40, upscale.max_budget):
-        blob = compress(x, upscale, budget=budget, mode=mode)
-        assert torch.equal(decompress(blob, upscale), x), budget
+    for budget in (2, 3, 7, 40, upscale_model.max_budget):
+        blob = compress(x, upscale_model, budget=budget, mode=mode)
+        assert torch.equal(decompress(blob, upscale_model), x), budget
 
 
 def test_single_item_keeps_shape_and_dtype(model):

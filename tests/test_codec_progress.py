@@ -15,7 +15,7 @@ import ardm
 from ardm.checkpoint import save_model
 from ardm.cli import main
 from ardm.coding import coding_steps, compress, decoding_steps, decompress
-from ardm.models import OrderAgnosticARDM, StepSchedule, UpscaleARDM
+from ardm.models import OrderAgnosticARDM, StepSchedule
 from ardm.nets import build_net
 
 SHAPE = (1, 8, 8)
@@ -27,23 +27,6 @@ def image_model() -> OrderAgnosticARDM:
     torch.manual_seed(0)
     m = OrderAgnosticARDM(build_net("tiny", K, SHAPE), K, SHAPE).eval()
     m.estimate_step_losses(real_crops(10))
-    return m
-
-
-@pytest.fixture(scope="module")
-def upscale_model() -> UpscaleARDM:
-    torch.manual_seed(1)
-    m = UpscaleARDM(build_net("tiny", K, SHAPE), K, SHAPE, branch_factor=4).eval()
-    m.estimate_step_losses(real_crops(10))
-    return m
-
-
-@pytest.fixture(scope="module")
-def text_model() -> OrderAgnosticARDM:
-    torch.manual_seed(2)
-    m = OrderAgnosticARDM(SequenceNet(32), 256, (32,)).eval()
-    m.modality = "text"
-    m.estimate_step_losses(torch.frombuffer(bytearray(real_text(32 * 8)), dtype=torch.uint8).view(8, 32))
     return m
 
 
