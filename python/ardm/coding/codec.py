@@ -599,10 +599,7 @@ def decoding_steps(blob: bytes, model: ARDM | None = None) -> int:
     joiner, streams = unpack_streams(blob)
     with _named_errors(blob):
         if joiner is None:
-            _, _, header = _open_stream(streams[0])
-            the_model = _model_for(header, model)
-            if header.layout == LAYOUT_BATCH and header.count == 0:
-                raise ValueError("corrupted blob: a batch of no items")
+            _, _, header, the_model = _open_one(streams[0], model)
             lengths = _stream_lengths(the_model, streams[0], header)
             return _units(the_model, lengths, _settings(the_model, header)[1])
         return _independent_units(_open_independent(streams, model))
@@ -647,12 +644,20 @@ def decompress(
     return torch.stack(parts)
 
 
-def _decode_one(stream: bytes, model: ARDM | None, progress: Progress | None = None) -> torch.Tensor:
+def _open_one(
+    stream: bytes, model: ARDM | None
+) -> tuple[_core.AnsCoder, FieldReader, StreamHeader, ARDM]:
+    """Open a one-stream blob: its coder, field reader, header and the model that decodes it."""
     coder, reader, header = _open_stream(stream)
     model = _model_for(header, model)
     if header.layout == LAYOUT_BATCH and header.count == 0:
         raise ValueError("corrupted blob: a batch of no items")
-    return _decode_stream(model, stream, header, reader, coder, progress)
+    return coder, reader, header, model
+
+
+def _decode_one(stream: bytes, model: ARDM | None, progress: Progress | None = None) -> torch.Tensor:
+    coder, reader, header, the_model = _open_one(stream, model)
+    return _decode_stream(the_model, stream, header, reader, coder, progress)
 
 
 def _model_for(header: StreamHeader, model: ARDM | None) -> ARDM:
