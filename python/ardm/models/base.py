@@ -223,10 +223,13 @@ class ARDM(nn.Module):
             )
         return levels
 
-    def _policy(self, budget: int | None, policy: Any) -> Policy:
+    def _policy(self, budget: int | None, policy: Any, num_vars: int | None = None) -> Policy:
+        """``policy`` checked over ``num_vars`` steps (default D), else the optimal one for
+        ``budget`` (None: every step)."""
+        m = self.num_vars if num_vars is None else num_vars
         if policy is not None:
-            return Policy.from_stages(policy, self.num_stages, self.num_vars)
-        return self.policy(budget)
+            return Policy.from_stages(policy, self.num_stages, m)
+        return self.policy(budget, num_vars=m)
 
     def _arange(self, batch: int) -> torch.Tensor:
         return torch.arange(self.num_vars, device=self.device).unsqueeze(0).expand(batch, -1)
@@ -389,8 +392,7 @@ class ARDM(nn.Module):
             known = self._check_known(known, batch)
             m = self._unknown_count(known)
             ranks = self._ranks_among_unknown(ranks, known)
-        policy = Policy.full(self.num_stages, m) if policy is None else policy
-        schedule = StepSchedule(Policy.from_stages(policy, self.num_stages, m), self.num_stages, m)
+        schedule = StepSchedule(self._policy(None, policy, m), self.num_stages, m)
         x_flat = x.flatten(1)
         total = torch.zeros(batch, dtype=torch.float64, device=self.device)
         for step in schedule:
@@ -498,7 +500,8 @@ class ARDM(nn.Module):
 
     def _ranks_among_unknown(self, ranks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """Ranks 0..m-1 of the unknown variables in the relative order of ``ranks``; -1 for the
-        known ones (refined from the first step on in every stage)."""
+        known ones (refined from the first step on in every stage). Every row of ``known`` holds
+        the same number of known variables (the callers group or check rows so)."""
         shifted = torch.where(known, ranks - self.num_vars, ranks)  # known ones sort first
         order = shifted.argsort(dim=1)
         new = torch.empty_like(order)
@@ -530,10 +533,7 @@ class ARDM(nn.Module):
                 continue  # fully known rows come back as given
             rows = (counts == m).nonzero().squeeze(1)
             known_rows = known[rows]
-            plan = Policy.from_stages(policy, self.num_stages, m) if policy is not None else (
-                self.policy(budget, num_vars=m)
-            )
-            schedule = StepSchedule(plan, self.num_stages, m)
+            schedule = StepSchedule(self._policy(budget, policy, m), self.num_stages, m)
             state = torch.where(known_rows, given[rows], torch.zeros_like(given[rows]))
 
             def ranks_of(count: int = rows.numel(), mask: torch.Tensor = known_rows) -> torch.Tensor:
