@@ -34,7 +34,7 @@ examples:
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ardm.training.config import TrainConfig
+    from ardm.training.config import LR_SCHEDULES, PRECISIONS, TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     add = parser.add_argument
@@ -70,7 +70,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="global batch size, split across ranks (default: %(default)s)")
     add("--lr", type=float, default=defaults["lr"], help="AdamW peak learning rate (default: %(default)s)")
     add("--warmup", type=int, default=defaults["warmup"], help="linear warm-up steps (default: %(default)s)")
-    add("--lr-schedule", default=defaults["lr_schedule"], choices=["constant", "cosine"],
+    add("--lr-schedule", default=defaults["lr_schedule"], choices=LR_SCHEDULES,
         help="after warm-up: constant, or cosine decay to lr/10 at --steps (default: %(default)s)")
     add("--weight-decay", type=float, default=defaults["weight_decay"], help="AdamW weight decay")
     add("--grad-clip", type=float, default=defaults["grad_clip"], help="gradient-norm clip (default: %(default)s)")
@@ -93,7 +93,7 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--seed", type=int, default=defaults["seed"], help="random seed (default: %(default)s)")
     add("--resume", action="store_true", help="continue from OUT/train_state.pt if it exists")
     add("--device", default=defaults["device"], help="cpu or cuda (default: %(default)s)")
-    add("--precision", default=defaults["precision"], choices=["auto", "bf16", "fp32"],
+    add("--precision", default=defaults["precision"], choices=PRECISIONS,
         help="training arithmetic: auto is bf16 autocast on CUDA, fp32 on a CPU; bf16 on a "
              "CPU with AVX-512 BF16 or AMX trains the transformer 1.5x faster (default: %(default)s)")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -134,10 +134,8 @@ def _use_bf16(device: torch.device, precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
-def _autocast(device: torch.device, precision: str):  # type: ignore[no-untyped-def]
-    if _use_bf16(device, precision):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+def _autocast(device: torch.device, bf16: bool):  # type: ignore[no-untyped-def]
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 def build_for_training(cfg: TrainConfig, num_classes: int, data_shape: tuple[int, ...]) -> ARDM:
@@ -177,6 +175,7 @@ def train(cfg: TrainConfig) -> Path:
         >>> train(TrainConfig(out="runs/x", steps=10))  # doctest: +SKIP
     """
     d, device = _setup_distributed(cfg.device)
+    bf16 = _use_bf16(device, cfg.precision)  # once, and before any data is loaded
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -259,7 +258,7 @@ def train(cfg: TrainConfig) -> Path:
         x = train_x[idx].to(device, torch.long, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        with _autocast(device, cfg.precision):
+        with _autocast(device, bf16):
             loss, stats = train_model(x, _step_generator(cfg, step, d))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
