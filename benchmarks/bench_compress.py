@@ -80,13 +80,19 @@ def evenly_spaced(x: torch.Tensor, count: int | None) -> torch.Tensor:
     return x[np.linspace(0, len(x) - 1, count).round().astype(np.int64)]
 
 
-def exact_bits(model, x: torch.Tensor, budget: int, batch: int = 100) -> np.ndarray:
-    """Exact -log2 p of every image under the coding order and the budget's policy."""
+def policy_bits(model, x: torch.Tensor, policy, batch: int = 100) -> np.ndarray:
+    """Exact -log2 p of every item under the codec's coding order (``random_order(D,
+    model.order_seed)``) and ``policy``."""
     order = ardm.random_order(model.num_vars, model.order_seed)
-    policy = model.policy(budget)
+    x = x.long()
     with torch.no_grad():
         parts = [model.exact_nll_bits(x[i : i + batch], order, policy) for i in range(0, len(x), batch)]
     return torch.cat(parts).numpy()
+
+
+def exact_bits(model, x: torch.Tensor, budget: int, batch: int = 100) -> np.ndarray:
+    """Exact -log2 p of every image under the coding order and the budget's policy."""
+    return policy_bits(model, x, model.policy(budget), batch)
 
 
 def ardm_row(model, x: torch.Tensor, nll: np.ndarray, budget: int, batch: int, way: str) -> dict[str, float]:

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compress import evenly_spaced  # noqa: E402
+from bench_compress import evenly_spaced, policy_bits  # noqa: E402
 
 import ardm  # noqa: E402
 from ardm.coding import coding_steps, decoding_steps, split  # noqa: E402
@@ -143,17 +143,6 @@ def per_chunk_bpb(name: str, codec: Codec, chunks: torch.Tensor) -> float:
 
 def bar(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="call", leave=False, file=sys.stderr)
-
-
-def policy_bits(model, x: torch.Tensor, policy, batch: int = 64) -> np.ndarray:
-    """Exact -log2 p of every chunk under the coding order (the codec's: ``random_order(D,
-    model.order_seed)``) and ``policy``."""
-    order = ardm.random_order(model.num_vars, model.order_seed)
-    x = x.long()
-    with torch.no_grad():
-        parts = [model.exact_nll_bits(x[i : i + batch], order, policy)
-                 for i in range(0, len(x), batch)]
-    return torch.cat(parts).numpy()
 
 
 def timed_round_trip(model, x: torch.Tensor, budget: int, mode: str, label: str):
