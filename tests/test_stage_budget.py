@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ardm import _core
 from ardm.models import stage_budget as sb
 
 
@@ -35,6 +37,54 @@ def brute_split(step_losses: np.ndarray, budget: int) -> float:
     return best
 
 
+def greedy_split(curves: np.ndarray, budget: int) -> np.ndarray:
+    """The previous splitter, kept as the reference: from one call per stage, give each further
+    call to the stage whose curve drops most (exact for convex curves); ties to earlier stages."""
+    num_stages, num_steps = curves.shape[0], curves.shape[1] - 1
+    budgets = np.ones(num_stages, dtype=np.int64)
+    heap = [(-(curves[s, 1] - curves[s, 2]), s) for s in range(num_stages) if num_steps > 1]
+    heapq.heapify(heap)
+    for _ in range(budget - num_stages):
+        if not heap:
+            break
+        _, s = heapq.heappop(heap)
+        budgets[s] += 1
+        k = budgets[s]
+        if k < num_steps:
+            heapq.heappush(heap, (-(curves[s, k] - curves[s, k + 1]), s))
+    return budgets
+
+
+def min_plus_cost(curves: np.ndarray, budget: int) -> float:
+    """The least sum of curve entries over all splits with at most ``budget`` calls, for any
+    curves (convex or not): min-plus convolution stage by stage."""
+    best = np.zeros(1)
+    for curve in curves:
+        nxt = np.full(len(best) + len(curve) - 1, np.inf)
+        for k in range(1, len(curve)):
+            nxt[k : k + len(best)] = np.minimum(nxt[k : k + len(best)], best + curve[k])
+        best = nxt
+    return float(best[: budget + 1].min())
+
+
+def is_convex(curve: np.ndarray) -> bool:
+    """Whether the marginal gains c(k) - c(k+1), k >= 1, never increase (up to rounding)."""
+    gains = curve[1:-1] - curve[2:]
+    slack = 1e-9 * max(1.0, float(curve[1]))
+    return bool(np.all(gains[1:] <= gains[:-1] + slack))
+
+
+def check_plan(losses: np.ndarray, budget: int, plan: sb.StagePlan) -> None:
+    s, d = losses.shape
+    assert plan.budgets.dtype == np.int64 and plan.budgets.shape == (s,)
+    assert plan.budgets.sum() == min(budget, s * d)
+    assert np.all(plan.budgets >= 1) and np.all(plan.budgets <= d)
+    for p, k in zip(plan.policies, plan.budgets):
+        assert p.dtype == np.int64 and 1 <= len(p) <= k
+        assert p[0] == 0 and np.all(np.diff(p) > 0) and p[-1] < d
+    assert plan.cost == pytest.approx(sb.stage_costs(losses, plan.policies).sum(), rel=1e-12)
+
+
 loss_tables = st.integers(1, 3).flatmap(
     lambda s: st.integers(1, 6).flatmap(
         lambda d: st.lists(
@@ -53,20 +103,21 @@ def test_optimal_split_matches_brute_force(table: list[list[float]], extra: int)
     s, d = losses.shape
     budget = s + extra % (s * d + 2)
     plan = sb.plan_stages(losses, budget)
-    assert plan.budgets.sum() <= budget and np.all(plan.budgets >= 1) and np.all(plan.budgets <= d)
-    assert all(len(p) <= k for p, k in zip(plan.policies, plan.budgets))
+    check_plan(losses, budget, plan)
     assert plan.cost == pytest.approx(brute_split(losses, budget), rel=1e-9, abs=1e-9)
-    # The exact min-plus program (used for non-convex curves) agrees.
+    # The greedy split over whole curves (the previous method) and the min-plus program agree.
     curves = sb.stage_budget_curves(losses)
-    other = sb._split_min_plus(curves, budget)
-    assert curves[np.arange(s), other].sum() == pytest.approx(plan.cost, rel=1e-9, abs=1e-9)
+    greedy = greedy_split(curves, budget)
+    assert curves[np.arange(s), greedy].sum() == pytest.approx(plan.cost, rel=1e-9, abs=1e-9)
+    assert min_plus_cost(curves, budget) == pytest.approx(plan.cost, rel=1e-9, abs=1e-9)
+    assert np.array_equal(sb.split_budget_optimal(losses, budget), plan.budgets)
 
 
 @settings(max_examples=80, deadline=None)
 @given(table=loss_tables)
 def test_curves_of_sorted_losses_are_convex(table: list[list[float]]) -> None:
     curves = sb.stage_budget_curves(np.array(table))
-    assert all(sb._is_convex(c) for c in curves)
+    assert all(is_convex(c) for c in curves)
     for row, curve in zip(sb.sorted_step_losses(np.array(table)), curves):
         for k in range(1, len(row) + 1):
             assert curve[k] == pytest.approx(brute_cost(row, k), rel=1e-9, abs=1e-9)
@@ -94,12 +145,76 @@ def test_full_budget_gives_all_steps() -> None:
     assert sb.split_budget_equal(2, 5, 100).tolist() == [5, 5]
 
 
-def test_non_convex_curves_fall_back_to_exact_program() -> None:
-    # Unsorted curves can be anything: feed the splitter a non-convex one directly.
-    curves = np.array([[np.inf, 10.0, 9.0, 0.0], [np.inf, 5.0, 2.0, 1.0]])
-    assert not sb._is_convex(curves[0])
-    budgets = sb._split_min_plus(curves, 4)
-    assert budgets.tolist() == [3, 1]
+def stage_tables(rng: np.random.Generator, num_stages: int, num_steps: int):
+    """(S, D) loss tables of many shapes: coarse stages heavier, ties, zeros, straight curves."""
+    t = np.arange(num_steps)
+    scales = 0.4 ** np.arange(num_stages)[:, None]
+    known = t / num_steps
+    noise = 0.02 * rng.random((num_stages, num_steps))
+    yield "realistic", scales * (0.3 + 4.5 * (1 - known) ** 2 + noise)
+    yield "uniform", rng.random((num_stages, num_steps))
+    yield "small integers", rng.integers(0, 4, (num_stages, num_steps)).astype(float)
+    yield "linear integers", np.tile((num_steps - t).astype(float), (num_stages, 1))
+    zero = rng.random((num_stages, 1)) < 0.5
+    yield "zeros in some stages", np.where(zero, 0.0, rng.random((num_stages, num_steps)))
+    yield "equal stages", np.tile(np.sort(rng.random(num_steps))[::-1], (num_stages, 1))
+
+
+@pytest.mark.parametrize(
+    ("num_stages", "num_steps"), [(1, 40), (2, 30), (3, 25), (4, 120), (8, 60)]
+)
+def test_common_price_split_matches_the_greedy_split(num_stages: int, num_steps: int) -> None:
+    rng = np.random.default_rng(num_stages * 1000 + num_steps)
+    for case, losses in stage_tables(rng, num_stages, num_steps):
+        curves = sb.stage_budget_curves(losses)
+        total = num_stages * num_steps
+        budgets = {num_stages, num_stages + 1, total // 7, total // 3, total // 2, total - 1}
+        budgets |= {total, total + 5, *rng.integers(num_stages, total + 1, 12).tolist()}
+        for budget in sorted(b for b in budgets if b >= num_stages):
+            plan = sb.plan_stages(losses, budget)
+            check_plan(losses, budget, plan)
+            reference = curves[np.arange(num_stages), greedy_split(curves, budget)].sum()
+            scale = curves[:, 1].sum()
+            assert abs(plan.cost - reference) <= 1e-11 * reference + 1e-13 * scale, (case, budget)
+            # Each stage's policy is optimal for the calls it was given.
+            for s, (p, k) in enumerate(zip(plan.policies, plan.budgets)):
+                stage_cost = _core.policy_cost(sb.sorted_step_losses(losses)[s], p)
+                assert stage_cost == pytest.approx(curves[s, k], rel=1e-11, abs=1e-13 * scale)
+
+
+def test_split_at_audio_sizes_is_deterministic() -> None:
+    rng = np.random.default_rng(7)
+    num_steps = 8000
+    known = np.arange(num_steps) / num_steps
+    noise = 0.02 * rng.random((8, num_steps))
+    losses = (0.5 ** np.arange(8))[:, None] * (0.3 + 4.5 * (1 - known) ** 2 + noise)
+    for budget in (8, 100, 2000, 30_000):
+        plan = sb.plan_stages(losses, budget)
+        again = sb.plan_stages(losses.copy(), budget)
+        assert np.array_equal(plan.budgets, again.budgets)
+        assert all(np.array_equal(a, b) for a, b in zip(plan.policies, again.policies))
+        check_plan(losses, budget, plan)
+    # Coarse stages carry more loss, so they get more calls.
+    assert np.all(np.diff(sb.split_budget_optimal(losses, 2000)) <= 0)
+
+
+def test_core_stage_policies_errors() -> None:
+    with pytest.raises(ValueError, match="descending"):
+        _core.optimal_stage_policies([[1.0, 2.0]], 1)
+    with pytest.raises(ValueError, match="2-D"):
+        _core.optimal_stage_policies([1.0, 2.0], 1)
+    with pytest.raises(ValueError, match=r"stage 1: step_losses\[0\] is NaN"):
+        _core.optimal_stage_policies([[1.0], [np.nan]], 2)
+    with pytest.raises(ValueError, match="S = 2"):
+        _core.optimal_stage_policies([[1.0], [1.0]], 1)
+    with pytest.raises(ValueError, match="no stages"):
+        _core.optimal_stage_policies(np.zeros((0, 3)), 1)
+    with pytest.raises(ValueError, match="empty"):
+        _core.optimal_stage_policies(np.zeros((2, 0)), 2)
+    with pytest.raises(ValueError, match="budget must be an integer"):
+        _core.optimal_stage_policies([[1.0]], 1.5)
+    with pytest.raises(ValueError, match="dtype"):
+        _core.optimal_stage_policies([["a"]], 1)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension module `ardm._core`."""
 
 from collections.abc import Sequence
-from typing import final
+from typing import Literal, final
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +10,7 @@ __all__ = [
     "__version__",
     "budget_curve",
     "optimal_policy",
+    "optimal_stage_policies",
     "policy_cost",
     "naive_policy",
     "random_order",
@@ -26,7 +27,12 @@ __version__: str
 # ---- policy: budget dynamic program (rust/src/policy.rs) ----------------------------------------
 
 def budget_curve(step_losses: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
-def optimal_policy(step_losses: npt.ArrayLike, budget: int) -> npt.NDArray[np.int64]: ...
+def optimal_policy(
+    step_losses: npt.ArrayLike, budget: int, method: Literal["auto", "price", "layers"] = "auto"
+) -> npt.NDArray[np.int64]: ...
+def optimal_stage_policies(
+    step_losses: npt.ArrayLike, budget: int
+) -> tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]]]: ...
 def policy_cost(step_losses: npt.ArrayLike, policy: npt.ArrayLike) -> float: ...
 def naive_policy(num_steps: int, budget: int) -> npt.NDArray[np.int64]: ...
 

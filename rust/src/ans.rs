@@ -59,7 +59,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::{CoreError, CoreResult};
+use crate::error::{try_with_capacity, CoreError, CoreResult};
 use crate::quantize::{
     simd_dispatch, small_find, small_freqs, small_locate, with_small_k, Input, Lanes, Quantizer,
     MAX_SYMBOLS, MIN_SYMBOLS, PRECISION, SMALL_K, TOTAL,
@@ -67,6 +67,9 @@ use crate::quantize::{
 
 /// The lower bound of the normalized state interval `[STATE_LOW, 2^63)`.
 pub const STATE_LOW: u64 = 1 << 31;
+/// The most streams an [`AnsBatch`] may hold (`2^24`, about 1.6 GB of empty coders): a larger
+/// count is an error before anything is allocated.
+pub const MAX_STREAMS: usize = 1 << 24;
 const STATE_HIGH: u64 = 1 << 63;
 const WORD_BITS: u32 = 32;
 
@@ -657,12 +660,43 @@ pub struct AnsBatch {
     coders: Vec<AnsCoder>,
 }
 
+/// Checks a number of streams against [`MAX_STREAMS`].
+pub fn check_num_streams(num_streams: usize) -> CoreResult<()> {
+    if num_streams > MAX_STREAMS {
+        return Err(CoreError::new(format!(
+            "num_streams must lie in 0..={MAX_STREAMS} (2^24), got {num_streams}"
+        )));
+    }
+    Ok(())
+}
+
 impl AnsBatch {
     /// `num_streams` empty streams.
+    ///
+    /// # Panics
+    ///
+    /// If `num_streams` exceeds [`MAX_STREAMS`] or the streams do not fit in memory; for a
+    /// count that comes from outside, use [`AnsBatch::try_new`].
     pub fn new(num_streams: usize) -> Self {
-        AnsBatch {
-            coders: vec![AnsCoder::new(); num_streams],
+        match Self::try_new(num_streams) {
+            Ok(batch) => batch,
+            Err(err) => panic!("{err}"),
         }
+    }
+
+    /// `num_streams` empty streams, or an error if `num_streams` exceeds [`MAX_STREAMS`] (checked
+    /// before any allocation) or the streams do not fit in memory.
+    ///
+    /// ```
+    /// use ardm_core::ans::{AnsBatch, MAX_STREAMS};
+    /// assert_eq!(AnsBatch::try_new(3).unwrap().len(), 3);
+    /// assert!(AnsBatch::try_new(MAX_STREAMS + 1).is_err());
+    /// ```
+    pub fn try_new(num_streams: usize) -> CoreResult<Self> {
+        check_num_streams(num_streams)?;
+        let mut coders = try_with_capacity(num_streams, "the streams")?;
+        coders.resize(num_streams, AnsCoder::new());
+        Ok(AnsBatch { coders })
     }
 
     /// One stream per initial state ([`AnsCoder::with_initial_state`]); an error names the
@@ -675,6 +709,7 @@ impl AnsBatch {
     /// assert!(AnsBatch::with_initial_states(&[STATE_LOW, 0]).is_err());
     /// ```
     pub fn with_initial_states(states: &[u64]) -> CoreResult<Self> {
+        check_num_streams(states.len())?;
         let coders = states
             .iter()
             .enumerate()
@@ -703,12 +738,17 @@ impl AnsBatch {
         &self.coders
     }
 
+    /// Checks that `len` values are `B x n` rows of `num_symbols`, without overflow: a product
+    /// that does not fit in usize cannot be the length of a slice.
     fn check_shape(&self, len: usize, n: usize, num_symbols: usize) -> CoreResult<()> {
-        let expected = self.coders.len() * n * num_symbols;
-        if len != expected {
+        let streams = self.coders.len();
+        let expected = streams
+            .checked_mul(n)
+            .and_then(|rows| rows.checked_mul(num_symbols));
+        if expected != Some(len) {
+            let expected = expected.map_or_else(|| "more than 2^64".to_string(), |e| e.to_string());
             return Err(CoreError::new(format!(
-                "expected {} streams x {n} rows x {num_symbols} symbols = {expected} values, got {len}",
-                self.coders.len()
+                "expected {streams} streams x {n} rows x {num_symbols} symbols = {expected} values, got {len}"
             )));
         }
         Ok(())
@@ -818,6 +858,7 @@ impl AnsBatch {
 
     /// Streams from [`AnsBatch::to_bytes_list`].
     pub fn from_bytes_list<B: AsRef<[u8]>>(streams: &[B]) -> CoreResult<Self> {
+        check_num_streams(streams.len())?;
         let coders = streams
             .iter()
             .enumerate()
@@ -878,6 +919,7 @@ impl AnsBatch {
     /// assert!(AnsBatch::from_compact_bytes_list(&[&[0x80, 0, 0][..]]).is_err());
     /// ```
     pub fn from_compact_bytes_list<B: AsRef<[u8]>>(streams: &[B]) -> CoreResult<Self> {
+        check_num_streams(streams.len())?;
         let coders = streams
             .iter()
             .enumerate()
@@ -1314,6 +1356,42 @@ mod tests {
             }
             let bytes = coder.to_compact_bytes();
             prop_assert_eq!(AnsCoder::from_compact_bytes(&bytes).unwrap(), coder);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        // Shapes whose product overflows usize are errors, never a wrapped length.
+        #[test]
+        fn batch_shapes_that_overflow_are_errors(
+            streams in 1usize..300,
+            n in prop_oneof![
+                Just(usize::MAX),
+                Just(1usize << 40),
+                Just(usize::MAX / 2 + 1),
+                0usize..8,
+            ],
+            k in prop_oneof![Just(2usize), Just(256), Just(MAX_SYMBOLS)],
+        ) {
+            let mut batch = AnsBatch::try_new(streams).unwrap();
+            let popped = batch.pop(&[], n, k);
+            let pushed = batch.push(&[], &[], n, k);
+            if n == 0 {
+                prop_assert_eq!(popped.unwrap().len(), 0);
+                prop_assert!(pushed.is_ok());
+            } else {
+                prop_assert!(popped.is_err());
+                prop_assert!(pushed.is_err());
+            }
+            prop_assert_eq!(batch, AnsBatch::try_new(streams).unwrap());
+        }
+
+        #[test]
+        fn stream_counts_are_bounded(extra in 1usize..=usize::MAX - MAX_STREAMS) {
+            let count = MAX_STREAMS + extra;
+            prop_assert!(AnsBatch::try_new(count).unwrap_err().0.contains("2^24"));
+            prop_assert!(check_num_streams(count).is_err());
         }
     }
 

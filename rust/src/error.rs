@@ -23,3 +23,17 @@ impl std::error::Error for CoreError {}
 
 /// Shorthand for results of the core.
 pub type CoreResult<T> = Result<T, CoreError>;
+
+/// An empty vector with room for exactly `len` items, or an error naming `what` when the
+/// memory is not available: a size that passed its documented bound may still not fit in this
+/// machine, and that must be an error, not an abort of the process.
+pub(crate) fn try_with_capacity<T>(len: usize, what: &str) -> CoreResult<Vec<T>> {
+    let mut items = Vec::new();
+    items.try_reserve_exact(len).map_err(|_| {
+        CoreError::new(format!(
+            "not enough memory for {what}: {len} items of {} bytes",
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    Ok(items)
+}

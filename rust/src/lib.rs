@@ -11,6 +11,7 @@
 
 pub mod ans;
 pub mod error;
+pub mod lagrange;
 pub mod order;
 pub mod policy;
 pub mod quantize;

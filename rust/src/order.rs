@@ -27,7 +27,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::{CoreError, CoreResult};
+use crate::error::{try_with_capacity, CoreError, CoreResult};
 use crate::policy::validate_policy;
 
 /// SplitMix64, used only to expand a 64-bit seed into the xoshiro256** state.
@@ -88,6 +88,22 @@ impl OrderRng {
     }
 }
 
+/// The most variables an order may have, and the most entries all orders of one
+/// [`random_orders`] call may have together: `2^32` (on 64-bit targets). Larger sizes are an
+/// error before anything is allocated; a size within the bound that does not fit in memory is
+/// an error too.
+pub const MAX_NUM_VARS: usize = (u32::MAX as usize).saturating_add(1);
+
+/// Checks `num_vars` against [`MAX_NUM_VARS`].
+pub fn check_num_vars(num_vars: usize) -> CoreResult<()> {
+    if num_vars > MAX_NUM_VARS {
+        return Err(CoreError::new(format!(
+            "num_vars must lie in 0..={MAX_NUM_VARS} (2^32), got {num_vars}"
+        )));
+    }
+    Ok(())
+}
+
 fn shuffle_into(order: &mut [usize], seed: u64) {
     for (i, slot) in order.iter_mut().enumerate() {
         *slot = i;
@@ -100,33 +116,57 @@ fn shuffle_into(order: &mut [usize], seed: u64) {
 }
 
 /// The random generation order of `num_vars` variables for `seed`: a permutation of
-/// `0..num_vars`, the same on every platform and release (see the module docs).
+/// `0..num_vars`, the same on every platform and release (see the module docs). An error if
+/// `num_vars` exceeds [`MAX_NUM_VARS`] or the order does not fit in memory.
 ///
 /// ```
 /// use ardm_core::order::random_order;
-/// let order = random_order(5, 0);
+/// let order = random_order(5, 0).unwrap();
 /// let mut sorted = order.clone();
 /// sorted.sort();
 /// assert_eq!(sorted, vec![0, 1, 2, 3, 4]);
-/// assert_eq!(order, random_order(5, 0));
+/// assert_eq!(order, random_order(5, 0).unwrap());
+/// assert!(random_order(1 << 40, 0).is_err());
 /// ```
-pub fn random_order(num_vars: usize, seed: u64) -> Vec<usize> {
-    let mut order = vec![0; num_vars];
+pub fn random_order(num_vars: usize, seed: u64) -> CoreResult<Vec<usize>> {
+    check_num_vars(num_vars)?;
+    let mut order = try_with_capacity(num_vars, "the order")?;
+    order.resize(num_vars, 0);
     shuffle_into(&mut order, seed);
-    order
+    Ok(order)
 }
 
 /// One order per seed, row-major `seeds.len() x num_vars`; row `i` equals
-/// `random_order(num_vars, seeds[i])`. Rows are shuffled in parallel.
-pub fn random_orders(num_vars: usize, seeds: &[u64]) -> Vec<usize> {
-    let mut orders = vec![0; num_vars * seeds.len()];
+/// `random_order(num_vars, seeds[i])`. Rows are shuffled in parallel. An error if `num_vars` or
+/// the total `seeds.len() * num_vars` exceeds [`MAX_NUM_VARS`].
+///
+/// ```
+/// use ardm_core::order::{random_order, random_orders};
+/// let orders = random_orders(4, &[7, 8]).unwrap();
+/// assert_eq!(orders[4..], random_order(4, 8).unwrap()[..]);
+/// assert!(random_orders(1 << 31, &[0, 1, 2]).is_err());
+/// ```
+pub fn random_orders(num_vars: usize, seeds: &[u64]) -> CoreResult<Vec<usize>> {
+    check_num_vars(num_vars)?;
+    let total = num_vars
+        .checked_mul(seeds.len())
+        .filter(|&total| total <= MAX_NUM_VARS)
+        .ok_or_else(|| {
+            CoreError::new(format!(
+                "{} orders of {num_vars} variables are too many: at most {MAX_NUM_VARS} (2^32) \
+                 entries in all",
+                seeds.len()
+            ))
+        })?;
+    let mut orders = try_with_capacity(total, "the orders")?;
+    orders.resize(total, 0);
     if num_vars > 0 {
         orders
             .par_chunks_mut(num_vars)
             .zip(seeds.par_iter())
             .for_each(|(row, &seed)| shuffle_into(row, seed));
     }
-    orders
+    Ok(orders)
 }
 
 /// Checks that `order` is a permutation of `0..order.len()`.
@@ -216,12 +256,15 @@ mod tests {
     #[test]
     fn pinned_orders() {
         // Format vectors: these must never change (mirrored in tests/test_order.py).
-        assert_eq!(random_order(1, 0), vec![0]);
-        assert_eq!(random_order(10, 0), PINNED_10_0.to_vec());
-        assert_eq!(random_order(10, 1), PINNED_10_1.to_vec());
-        assert_eq!(&random_order(1000, 42)[..8], &PINNED_1000_42[..]);
-        assert_eq!(&random_order(3072, u64::MAX)[..8], &PINNED_3072_MAX[..]);
-        assert!(random_order(0, 5).is_empty());
+        assert_eq!(random_order(1, 0).unwrap(), vec![0]);
+        assert_eq!(random_order(10, 0).unwrap(), PINNED_10_0.to_vec());
+        assert_eq!(random_order(10, 1).unwrap(), PINNED_10_1.to_vec());
+        assert_eq!(&random_order(1000, 42).unwrap()[..8], &PINNED_1000_42[..]);
+        assert_eq!(
+            &random_order(3072, u64::MAX).unwrap()[..8],
+            &PINNED_3072_MAX[..]
+        );
+        assert!(random_order(0, 5).unwrap().is_empty());
     }
 
     const PINNED_10_0: [usize; 10] = [7, 8, 3, 1, 5, 4, 2, 0, 9, 6];
@@ -244,16 +287,16 @@ mod tests {
     #[test]
     fn batched_orders_match_single() {
         let seeds = [0u64, 1, 2, 77, u64::MAX];
-        let orders = random_orders(33, &seeds);
+        let orders = random_orders(33, &seeds).unwrap();
         for (row, &seed) in orders.chunks(33).zip(&seeds) {
-            assert_eq!(row, random_order(33, seed).as_slice());
+            assert_eq!(row, random_order(33, seed).unwrap().as_slice());
         }
-        assert!(random_orders(0, &seeds).is_empty());
+        assert!(random_orders(0, &seeds).unwrap().is_empty());
     }
 
     #[test]
     fn ranks_and_positions() {
-        let order = random_order(50, 3);
+        let order = random_order(50, 3).unwrap();
         let ranks = order_ranks(&order).unwrap();
         for (t, &v) in order.iter().enumerate() {
             assert_eq!(ranks[v], t);
@@ -287,11 +330,63 @@ mod tests {
     proptest! {
         #[test]
         fn random_order_is_a_permutation(n in 0usize..300, seed in any::<u64>()) {
-            let order = random_order(n, seed);
+            let order = random_order(n, seed).unwrap();
             let mut sorted = order.clone();
             sorted.sort_unstable();
             prop_assert_eq!(sorted, (0..n).collect::<Vec<_>>());
-            prop_assert_eq!(order, random_order(n, seed));
+            prop_assert_eq!(order, random_order(n, seed).unwrap());
         }
+
+        // Sizes beyond the bound are errors before any allocation, whatever the seed; a
+        // product of rows and variables that overflows usize is one of them.
+        #[test]
+        fn absurd_sizes_are_errors(
+            n in prop_oneof![MAX_NUM_VARS + 1..=usize::MAX, Just(usize::MAX)],
+            rows in 0usize..5,
+            seed in any::<u64>(),
+        ) {
+            let err = random_order(n, seed).unwrap_err();
+            prop_assert!(err.0.contains("2^32"), "{}", err);
+            prop_assert!(random_orders(n, &vec![seed; rows]).is_err());
+        }
+
+        #[test]
+        fn orders_of_many_rows_are_bounded_in_total(
+            n in 1usize..=MAX_NUM_VARS,
+            rows in 1usize..64,
+        ) {
+            let seeds = vec![0u64; rows];
+            let within = n.checked_mul(rows).is_some_and(|t| t <= MAX_NUM_VARS);
+            if within && n * rows <= 4096 {
+                prop_assert_eq!(random_orders(n, &seeds).unwrap().len(), n * rows);
+            } else if !within {
+                let err = random_orders(n, &seeds).unwrap_err();
+                prop_assert!(err.0.contains("too many"), "{}", err);
+            }
+        }
+
+        // Ranks and positions of arbitrary (mostly invalid) inputs are results, never panics.
+        #[test]
+        fn arbitrary_ranks_and_positions_never_panic(
+            order in proptest::collection::vec(0usize..12, 0..12),
+            policy in proptest::collection::vec(0usize..14, 0..5),
+            step in prop_oneof![0usize..6, Just(usize::MAX)],
+        ) {
+            if let Ok(ranks) = order_ranks(&order) {
+                prop_assert_eq!(ranks.len(), order.len());
+            }
+            if let Ok(positions) = step_positions(&order, &policy, step) {
+                prop_assert!(!positions.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_itself_is_allowed() {
+        assert!(check_num_vars(MAX_NUM_VARS).is_ok());
+        assert!(check_num_vars(MAX_NUM_VARS + 1).is_err());
+        // Rows of zero variables are fine in any number; no allocation.
+        assert!(random_orders(0, &[1; 1000]).unwrap().is_empty());
+        assert!(random_orders(MAX_NUM_VARS, &[]).unwrap().is_empty());
     }
 }

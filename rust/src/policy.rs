@@ -29,16 +29,28 @@
 //!   non-increasing order and a monotone convex hull trick answers a whole layer in O(D);
 //! * for any other input a Li Chao tree answers a layer in O(D log D).
 //!
-//! All budgets therefore cost O(D^2) time (O(D^2 log D) for unsorted input) and O(D) memory.
-//! The line form is only used to choose the argmin `s`; the stored value is always recomputed as
-//! `f_{j-1}(s) + (e - s) * L[s]`, which is what makes the costs bit-exact.
+//! For non-increasing `L` the step cost is Monge (see [`crate::lagrange`]), so the leftmost
+//! argmins are monotone in both the end and the layer (Knuth, Yao):
+//! `opt_{j-1}(e) <= opt_j(e) <= opt_j(e + 1)`. [`budget_curve`] scans only that range for each
+//! end, a layer from right to left; the ranges telescope along diagonals, so all budgets cost
+//! O(D^2) time with a short, branch-light inner loop (a few candidates per end).
 //!
-//! [`optimal_policy`] reconstructs the policy for one budget `k` in O(k D) time without an
-//! O(D^2) table: it keeps a checkpoint of every `c ~ sqrt(k)`-th layer, then recomputes one
-//! segment of `c` layers at a time with argmins and backtracks through it. The recomputation runs
-//! the very same layer code as the forward pass, so the argmins (and hence the cost) agree.
+//! All budgets therefore cost O(D^2) time (O(D^2 log D) for unsorted input) and O(D) memory.
+//! The line form (and the Knuth range) is only used to choose the argmin `s`; the stored value is
+//! always recomputed as `f_{j-1}(s) + (e - s) * L[s]`, the cost of the policy it stands for.
+//!
+//! [`optimal_policy`] finds the policy for one budget `k`. For sorted losses it searches a price
+//! per call ([`crate::lagrange`], O(D) per try, a few dozen tries); its cost equals the curve's
+//! entry up to rounding (the two sum the same policy cost in different orders only when several
+//! policies tie). For other losses (or [`PolicyMethod::Layers`]) it runs the layers in O(k D)
+//! time without an O(D^2) table: it keeps a checkpoint of every `c ~ sqrt(k)`-th layer, then
+//! recomputes one segment of `c` layers at a time with argmins and backtracks through it. The
+//! recomputation runs the very same layer code as the forward pass, so the argmins agree and the
+//! cost equals the entry of [`budget_curve`] bit for bit for unsorted losses.
 
-use crate::error::{CoreError, CoreResult};
+use crate::error::{try_with_capacity, CoreError, CoreResult};
+use crate::lagrange::{is_non_increasing, optimal_policy_by_price};
+use crate::order::MAX_NUM_VARS;
 
 /// Marks an empty Li Chao node.
 const NO_LINE: u32 = u32::MAX;
@@ -143,19 +155,23 @@ pub fn policy_cost(step_losses: &[f64], policy: &[usize]) -> CoreResult<f64> {
 
 /// The evenly spaced policy for `budget` calls over `num_steps` steps: `t_i = floor(i * D / k)`
 /// for `i` in `0..k` with `k = min(budget, D)` (strictly increasing because `D / k >= 1`).
+/// `num_steps` must lie in `1..=MAX_NUM_VARS` (2^32, the most variables of an order).
 ///
 /// ```
 /// use ardm_core::policy::naive_policy;
 /// assert_eq!(naive_policy(10, 4).unwrap(), vec![0, 2, 5, 7]);
 /// assert_eq!(naive_policy(3, 8).unwrap(), vec![0, 1, 2]);
+/// assert!(naive_policy(1 << 40, 1 << 40).is_err());
 /// ```
 pub fn naive_policy(num_steps: usize, budget: usize) -> CoreResult<Vec<usize>> {
-    if num_steps == 0 {
-        return Err(CoreError::new("num_steps must be at least 1, got 0"));
+    if !(1..=MAX_NUM_VARS).contains(&num_steps) {
+        return Err(CoreError::new(format!(
+            "num_steps must lie in 1..={MAX_NUM_VARS} (2^32), got {num_steps}"
+        )));
     }
     validate_budget(budget)?;
     let calls = budget.min(num_steps);
-    let mut policy: Vec<usize> = Vec::with_capacity(calls);
+    let mut policy: Vec<usize> = try_with_capacity(calls, "the policy")?;
     for i in 0..calls {
         let start = (i as u128 * num_steps as u128 / calls as u128) as usize;
         if policy.last().is_none_or(|&last| start > last) {
@@ -169,8 +185,8 @@ pub fn naive_policy(num_steps: usize, budget: usize) -> CoreResult<Vec<usize>> {
 ///
 /// Entry `k` is the minimum over policies with at most `k` steps, so the curve is
 /// non-increasing; for non-increasing losses entry `D` equals the left-to-right sum of the
-/// losses. O(D^2) time for non-increasing losses (convex hull trick), O(D^2 log D) otherwise
-/// (Li Chao tree), O(D) memory.
+/// losses. O(D^2) time for non-increasing losses (Knuth's monotone argmins), O(D^2 log D)
+/// otherwise (Li Chao tree), O(D) memory.
 ///
 /// ```
 /// use ardm_core::policy::budget_curve;
@@ -178,6 +194,18 @@ pub fn naive_policy(num_steps: usize, budget: usize) -> CoreResult<Vec<usize>> {
 /// assert_eq!(curve, vec![f64::INFINITY, 12.0, 8.0, 7.0]);
 /// ```
 pub fn budget_curve(step_losses: &[f64]) -> CoreResult<Vec<f64>> {
+    validate_step_losses(step_losses)?;
+    if is_non_increasing(step_losses) {
+        return Ok(budget_curve_sorted(step_losses));
+    }
+    budget_curve_layers(step_losses)
+}
+
+/// [`budget_curve`] by the layer DP of [`Planner`] (hull or Li Chao tree), for any order: what
+/// [`budget_curve`] runs for unsorted losses. Public for the benchmarks (the hull against the
+/// Knuth ranges on sorted losses); not part of the API.
+#[doc(hidden)]
+pub fn budget_curve_layers(step_losses: &[f64]) -> CoreResult<Vec<f64>> {
     validate_step_losses(step_losses)?;
     let num_steps = step_losses.len();
     let mut planner = Planner::new(step_losses);
@@ -198,10 +226,40 @@ pub fn budget_curve(step_losses: &[f64]) -> CoreResult<Vec<f64>> {
     Ok(curve)
 }
 
-/// The least-cost policy with at most `budget` calls (`budget > D` is treated as `D`).
+/// How [`optimal_policy_with`] finds a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PolicyMethod {
+    /// The price search for non-increasing losses, the layers for any other.
+    #[default]
+    Auto,
+    /// The price search of [`crate::lagrange`]: O(D) per try; losses must be non-increasing.
+    Price,
+    /// The exact layer DP: O(k D) time (times log D for unsorted losses), O(sqrt(k) D) memory.
+    Layers,
+}
+
+impl std::str::FromStr for PolicyMethod {
+    type Err = CoreError;
+
+    fn from_str(name: &str) -> CoreResult<Self> {
+        match name {
+            "auto" => Ok(PolicyMethod::Auto),
+            "price" => Ok(PolicyMethod::Price),
+            "layers" => Ok(PolicyMethod::Layers),
+            _ => Err(CoreError::new(format!(
+                "unknown policy method {name:?}; choose one of \"auto\", \"price\", \"layers\""
+            ))),
+        }
+    }
+}
+
+/// The least-cost policy with at most `budget` calls (`budget > D` is treated as `D`), with the
+/// fewest calls among equal costs.
 ///
-/// Its [`policy_cost`] equals `budget_curve(step_losses)[budget]` bit for bit. O(k D) time
-/// (times log D for losses that are not non-increasing) and O(sqrt(k) D) memory.
+/// Its [`policy_cost`] equals `budget_curve(step_losses)[budget]`: bit for bit for losses that
+/// are not sorted, up to rounding (relative 1e-12) for non-increasing ones, which take the price
+/// search of [`crate::lagrange`] (O(D) per try, a few ms at D = 16,000) instead of the O(k D)
+/// layers. See [`optimal_policy_with`] to choose.
 ///
 /// ```
 /// use ardm_core::policy::{budget_curve, optimal_policy, policy_cost};
@@ -211,8 +269,36 @@ pub fn budget_curve(step_losses: &[f64]) -> CoreResult<Vec<f64>> {
 /// assert_eq!(policy_cost(&losses, &policy).unwrap(), budget_curve(&losses).unwrap()[2]);
 /// ```
 pub fn optimal_policy(step_losses: &[f64], budget: usize) -> CoreResult<Vec<usize>> {
+    optimal_policy_with(step_losses, budget, PolicyMethod::Auto)
+}
+
+/// [`optimal_policy`] by a chosen method; [`PolicyMethod::Price`] is an error for losses that
+/// are not non-increasing.
+///
+/// ```
+/// use ardm_core::policy::{optimal_policy_with, PolicyMethod};
+/// let losses = [4.0, 3.0, 2.0, 1.0];
+/// let by_price = optimal_policy_with(&losses, 2, PolicyMethod::Price).unwrap();
+/// assert_eq!(by_price, optimal_policy_with(&losses, 2, PolicyMethod::Layers).unwrap());
+/// ```
+pub fn optimal_policy_with(
+    step_losses: &[f64],
+    budget: usize,
+    method: PolicyMethod,
+) -> CoreResult<Vec<usize>> {
     validate_step_losses(step_losses)?;
     validate_budget(budget)?;
+    match method {
+        PolicyMethod::Price => optimal_policy_by_price(step_losses, budget),
+        PolicyMethod::Auto if is_non_increasing(step_losses) => {
+            optimal_policy_by_price(step_losses, budget)
+        }
+        _ => optimal_policy_layers(step_losses, budget),
+    }
+}
+
+/// [`optimal_policy`] by the layer DP with checkpoints (see the module docs).
+fn optimal_policy_layers(step_losses: &[f64], budget: usize) -> CoreResult<Vec<usize>> {
     let num_steps = step_losses.len();
     if num_steps >= NO_LINE as usize {
         return Err(CoreError::new(format!(
@@ -269,6 +355,89 @@ pub fn optimal_policy(step_losses: &[f64], budget: usize) -> CoreResult<Vec<usiz
     Ok(starts_reversed)
 }
 
+/// [`budget_curve`] for non-increasing losses. Layer `j` is computed from right to left, each
+/// end scanning only `opt_{j-1}(e) ..= opt_j(e + 1)` for its leftmost argmin (module docs):
+/// 2.7 candidates per end on average at D = 4000, most ranges a single one. (A branch-free
+/// four-candidate version, values and losses interleaved, and two layers interleaved in one
+/// sweep were all measured no faster.)
+fn budget_curve_sorted(losses: &[f64]) -> Vec<f64> {
+    let num_steps = losses.len();
+    let mut curve = Vec::with_capacity(num_steps + 1);
+    // Layer 1: one call from step 0 (the value as the layers compute it: 0 + e * L[0]).
+    let mut prev: Vec<f64> = (0..=num_steps)
+        .map(|e| 0.0 + e as f64 * losses[0])
+        .collect();
+    prev[0] = f64::INFINITY;
+    let mut prev_opt = vec![0u32; num_steps + 1];
+    let mut cur = vec![f64::INFINITY; num_steps + 1];
+    let mut cur_opt = vec![0u32; num_steps + 1];
+    let mut best = prev[num_steps];
+    curve.extend([f64::INFINITY, best]);
+    for layer in 2..=num_steps {
+        // f_layer(e) needs e >= layer; its argmin s >= layer - 1 (where f_{layer-1} is finite).
+        let mut upper = num_steps - 1;
+        for end in (layer..=num_steps).rev() {
+            let lower = (prev_opt[end] as usize).max(layer - 1);
+            // Rounding could cross the bounds; scan between them either way.
+            let (lo, hi) = if lower <= upper {
+                (lower, upper)
+            } else {
+                (upper, lower)
+            };
+            // Candidates s = lo..=hi; `length` = e - s is exact in f64.
+            let mut length = (end - lo) as f64;
+            let mut value = prev[lo] + length * losses[lo];
+            let mut arg = 0;
+            let candidates = prev[lo + 1..=hi].iter().zip(&losses[lo + 1..=hi]);
+            for (i, (&f, &loss)) in candidates.enumerate() {
+                length -= 1.0;
+                let v = f + length * loss;
+                if v < value {
+                    value = v;
+                    arg = i + 1;
+                }
+            }
+            let arg = lo + arg;
+            cur[end] = value;
+            cur_opt[end] = arg as u32;
+            upper = arg.min(end - 2).max(layer - 1);
+        }
+        if cur[num_steps] < best {
+            best = cur[num_steps];
+        }
+        curve.push(best);
+        std::mem::swap(&mut prev, &mut cur);
+        std::mem::swap(&mut prev_opt, &mut cur_opt);
+    }
+    curve
+}
+
+/// Two powers of two whose product brings the largest loss into `[1, 2)` (1 for all zeros).
+///
+/// The hull's pruning test multiplies an intercept difference (a cost, up to D times the largest
+/// loss) by a slope difference (a loss): for losses near 1e-300 that underflows to 0 and near
+/// 1e200 it overflows, and the hull drops lines it needs. Scaling the slope differences by this
+/// factor (exactly: a power of two, applied as two factors since it may exceed `f64::MAX`)
+/// keeps the products within range and decides the same in exact arithmetic.
+pub(crate) fn unit_scale(losses: &[f64]) -> [f64; 2] {
+    let largest = losses.iter().fold(0.0f64, |a, &b| a.max(b));
+    if largest <= 0.0 {
+        return [1.0, 1.0];
+    }
+    let mut exponent = 0i32;
+    let mut m = largest;
+    while m >= 2.0 {
+        m *= 0.5;
+        exponent -= 1;
+    }
+    while m < 1.0 {
+        m *= 2.0;
+        exponent += 1;
+    }
+    let half = exponent / 2;
+    [2f64.powi(half), 2f64.powi(exponent - half)]
+}
+
 /// Layer 0 of the DP: nothing generated costs nothing; any other end is unreachable.
 fn first_layer(num_steps: usize) -> Vec<f64> {
     let mut layer = vec![f64::INFINITY; num_steps + 1];
@@ -288,6 +457,8 @@ struct Planner<'a> {
     hull_f: Vec<f64>,
     hull_slope: Vec<f64>,
     hull_intercept: Vec<f64>,
+    /// Scales slope differences in the hull's pruning test (see [`unit_scale`]).
+    unit: [f64; 2],
     /// Li Chao tree over end positions; each node holds a start step or [`NO_LINE`].
     tree: Vec<u32>,
 }
@@ -304,6 +475,7 @@ impl<'a> Planner<'a> {
         Planner {
             losses,
             monotone,
+            unit: unit_scale(losses),
             hull_start: vec![0; hull],
             hull_step: vec![0.0; hull],
             hull_f: vec![0.0; hull],
@@ -385,8 +557,11 @@ impl<'a> Planner<'a> {
                     if tail - head >= 2 {
                         // Drop `last` if the new line overtakes `first` no later than `last` does.
                         let first = tail - 2;
-                        let lhs = (intercept - intercepts[first]) * (slopes[first] - slopes[last]);
-                        let rhs = (intercepts[last] - intercepts[first]) * (slopes[first] - slope);
+                        let [u0, u1] = self.unit;
+                        let drop_last = (slopes[first] - slopes[last]) * u0 * u1;
+                        let drop_new = (slopes[first] - slope) * u0 * u1;
+                        let lhs = (intercept - intercepts[first]) * drop_last;
+                        let rhs = (intercepts[last] - intercepts[first]) * drop_new;
                         if lhs <= rhs {
                             tail -= 1;
                             continue;
@@ -557,13 +732,31 @@ mod tests {
                 expected[k]
             );
         }
+        // The layers (hull or Li Chao tree) and their policies agree bit for bit; the price
+        // search on sorted losses agrees up to rounding.
+        let layers = budget_curve_layers(losses).unwrap();
+        let sorted = is_non_increasing(losses);
         for k in 1..=losses.len() + 1 {
-            let policy = optimal_policy(losses, k).unwrap();
-            assert!(policy.len() <= k);
-            validate_policy(&policy, losses.len()).unwrap();
-            let cost = policy_cost(losses, &policy).unwrap();
             let entry = curve[k.min(losses.len())];
-            assert_eq!(cost.to_bits(), entry.to_bits(), "losses {losses:?}, k {k}");
+            assert!(
+                close(layers[k.min(losses.len())], entry),
+                "losses {losses:?}, k {k}"
+            );
+            for method in [PolicyMethod::Auto, PolicyMethod::Layers] {
+                let policy = optimal_policy_with(losses, k, method).unwrap();
+                assert!(policy.len() <= k);
+                validate_policy(&policy, losses.len()).unwrap();
+                let cost = policy_cost(losses, &policy).unwrap();
+                if sorted && method == PolicyMethod::Auto {
+                    assert!(
+                        close(cost, entry),
+                        "losses {losses:?}, k {k}: {cost} vs {entry}"
+                    );
+                } else {
+                    let exact = layers[k.min(losses.len())];
+                    assert_eq!(cost.to_bits(), exact.to_bits(), "losses {losses:?}, k {k}");
+                }
+            }
         }
     }
 
@@ -657,13 +850,89 @@ mod tests {
                 losses.sort_by(|a, b| b.partial_cmp(a).unwrap());
             }
             let curve = budget_curve(&losses).unwrap();
+            let layers = budget_curve_layers(&losses).unwrap();
             for budget in [1, 2, 3, 7, 10, 50, 99, 199, 200, 1000] {
                 let policy = optimal_policy(&losses, budget).unwrap();
                 assert!(policy.len() <= budget);
                 let cost = policy_cost(&losses, &policy).unwrap();
-                assert_eq!(cost.to_bits(), curve[budget.min(200)].to_bits());
+                let entry = curve[budget.min(200)];
+                if sorted {
+                    assert!(close(cost, entry), "budget {budget}: {cost} vs {entry}");
+                } else {
+                    assert_eq!(cost.to_bits(), entry.to_bits());
+                }
+                let policy = optimal_policy_with(&losses, budget, PolicyMethod::Layers).unwrap();
+                let cost = policy_cost(&losses, &policy).unwrap();
+                assert_eq!(cost.to_bits(), layers[budget.min(200)].to_bits());
             }
         }
+    }
+
+    #[test]
+    fn knuth_ranges_agree_with_the_hull_layers() {
+        let mut state = 13u64;
+        for trial in 0..120 {
+            let n = 1 + (splitmix(&mut state) % 80) as usize;
+            let mut losses: Vec<f64> = (0..n)
+                .map(|t| match trial % 5 {
+                    0 => uniform(&mut state) * 10.0,
+                    // Small integers: every cost is exact, so ties are exact too.
+                    1 => (splitmix(&mut state) % 4) as f64,
+                    2 => 10f64.powf(uniform(&mut state) * 120.0 - 60.0),
+                    3 => 4.0 / (1.0 + t as f64 / 10.0) + 0.01 * uniform(&mut state),
+                    _ => f64::from((splitmix(&mut state) % 2) as u8),
+                })
+                .collect();
+            losses.sort_by(|a, b| b.total_cmp(a));
+            let knuth = budget_curve_sorted(&losses);
+            let layers = budget_curve_layers(&losses).unwrap();
+            for k in 1..=n {
+                if trial % 5 == 1 || trial % 5 == 4 {
+                    assert_eq!(knuth[k], layers[k], "losses {losses:?}, k {k}");
+                } else {
+                    assert!(close(knuth[k], layers[k]), "losses {losses:?}, k {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hull_layers_at_extreme_scales() {
+        // Without the unit scale the hull's pruning products underflow (1e-300 * 1e-300) or
+        // overflow (1e200 * 1e200) and the layers lose the optimum.
+        let mut state = 29u64;
+        let mut base: Vec<f64> = (0..120).map(|_| uniform(&mut state) * 3.0).collect();
+        base.sort_by(|a, b| b.total_cmp(a));
+        for scale in [1e-300, 1e-150, 1.0, 1e150, 1e250] {
+            let losses: Vec<f64> = base.iter().map(|l| l * scale).collect();
+            let knuth = budget_curve(&losses).unwrap();
+            let layers = budget_curve_layers(&losses).unwrap();
+            for k in 1..=losses.len() {
+                assert!(close(knuth[k], layers[k]), "scale {scale:e}, k {k}");
+                let policy = optimal_policy_with(&losses, k, PolicyMethod::Layers).unwrap();
+                let cost = policy_cost(&losses, &policy).unwrap();
+                assert_eq!(
+                    cost.to_bits(),
+                    layers[k].to_bits(),
+                    "scale {scale:e}, k {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn policy_methods_parse() {
+        assert_eq!("auto".parse::<PolicyMethod>().unwrap(), PolicyMethod::Auto);
+        assert_eq!(
+            "price".parse::<PolicyMethod>().unwrap(),
+            PolicyMethod::Price
+        );
+        assert_eq!(
+            "layers".parse::<PolicyMethod>().unwrap(),
+            PolicyMethod::Layers
+        );
+        let err = "fast".parse::<PolicyMethod>().unwrap_err();
+        assert!(err.0.contains("unknown policy method") && err.0.contains("layers"));
     }
 
     #[test]

@@ -485,7 +485,8 @@ where
         }
         let sum: u32 = out.iter().sum();
         let argmax = kernels::first_equal(lanes, row, self.max).unwrap_or(0);
-        out[argmax] += TOTAL - sum;
+        // Never negative by the error bound of the module docs; saturate as `leftover` does.
+        out[argmax] += TOTAL.saturating_sub(sum);
     }
 }
 
@@ -1231,6 +1232,7 @@ mod kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn exp_ref(x: f32) -> f64 {
         (x as f64).exp()
@@ -1427,6 +1429,40 @@ mod tests {
         assert!(quantize_logits(&[1.0, f32::INFINITY], 2).is_err());
         assert!(quantize_logits(&[1.0, 2.0, 3.0], 2).is_err());
         assert!(quantize_logits(&vec![0.0; MAX_SYMBOLS + 1], MAX_SYMBOLS + 1).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Tables of rows of arbitrary float bits: an error for NaN, infinity, negative or
+        /// all-zero probabilities; otherwise entries >= 1 that sum to TOTAL.
+        #[test]
+        fn quantize_arbitrary_bits(
+            bits in proptest::collection::vec(any::<u32>(), 2..600),
+            k in 2usize..40,
+            probs in any::<bool>(),
+        ) {
+            let rows: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            let rows = &rows[..rows.len() / k * k];
+            let rows: Vec<f32> = if probs {
+                rows.iter().map(|v| v.abs()).collect()
+            } else {
+                rows.to_vec()
+            };
+            let input = if probs { Input::Probs } else { Input::Logits };
+            match quantize(&rows, k, input) {
+                Ok(tables) => {
+                    prop_assert!(rows.iter().all(|v| v.is_finite()));
+                    for table in tables.chunks_exact(k) {
+                        prop_assert!(table.iter().all(|&f| f >= 1));
+                        let sum: u64 = table.iter().map(|&f| f as u64).sum();
+                        prop_assert_eq!(sum, TOTAL as u64);
+                    }
+                }
+                // Logits fail only for NaN or infinity; probabilities also for a zero row.
+                Err(_) => prop_assert!(probs || !rows.iter().all(|v| v.is_finite())),
+            }
+        }
     }
 
     #[test]

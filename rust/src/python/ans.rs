@@ -12,7 +12,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
-use crate::ans::{AnsBatch, AnsCoder, STATE_LOW};
+use super::policy::count_arg;
+use crate::ans::{check_num_streams, AnsBatch, AnsCoder, MAX_STREAMS, STATE_LOW};
 use crate::quantize::{self, Input};
 
 fn value_error(msg: impl Into<String>) -> PyErr {
@@ -31,9 +32,13 @@ fn shape_str(shape: &[usize]) -> String {
     format!("({})", parts.join(", "))
 }
 
-/// Integer symbols of any integer dtype as `(flat i64 values, shape)`, with `ndim` dimensions.
-/// Values beyond the i64 range saturate (and are then out of range for the coder).
-fn symbols_arg(obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<usize>)> {
+/// Integer symbols of any integer dtype as `numpy.asarray(obj)` with `ndim` dimensions, and
+/// its shape. Nothing is copied yet: the caller checks the shape against the logits first, so
+/// that a broadcast array of a huge shape is an error, not a huge copy.
+fn symbols_arg<'py>(
+    obj: &Bound<'py, PyAny>,
+    ndim: usize,
+) -> PyResult<(Bound<'py, PyUntypedArray>, Vec<usize>)> {
     let py = obj.py();
     let what = if ndim == 1 {
         "a 1-D integer array (N,)"
@@ -46,8 +51,8 @@ fn symbols_arg(obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<u
             type_name(obj)
         )));
     }
-    let numpy = py.import("numpy")?;
-    let array = numpy
+    let array = py
+        .import("numpy")?
         .call_method1("asarray", (obj,))
         .map_err(|e| value_error(format!("symbols must be {what}: {e}")))?;
     let array = array
@@ -60,23 +65,28 @@ fn symbols_arg(obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<u
             shape_str(&shape)
         )));
     }
-    let size: usize = shape.iter().product();
-    if size == 0 {
-        return Ok((Vec::new(), shape));
+    Ok((array, shape))
+}
+
+/// The values of a checked symbols array as flat i64, copied into an aligned C-contiguous
+/// buffer. Values beyond the i64 range saturate (and are then out of range for the coder).
+fn symbol_values(array: &Bound<'_, PyUntypedArray>) -> PyResult<Vec<i64>> {
+    if array.len() == 0 {
+        return Ok(Vec::new());
     }
-    let kind = array.dtype().kind();
-    let values = match kind {
+    let numpy = array.py().import("numpy")?;
+    // `require(..., "CA")`, unlike `ascontiguousarray`, also copies a misaligned array.
+    let as_dtype = |name: &str| numpy.call_method1("require", (array, numpy.getattr(name)?, "CA"));
+    let values = match array.dtype().kind() {
         b'i' => {
-            let a = numpy
-                .call_method1("ascontiguousarray", (array, numpy.getattr("int64")?))?
+            let a = as_dtype("int64")?
                 .cast_into::<PyArrayDyn<i64>>()
                 .map_err(|_| value_error("symbols could not be read as int64"))?;
             let ro = a.readonly();
             ro.as_slice()?.to_vec()
         }
         b'u' => {
-            let a = numpy
-                .call_method1("ascontiguousarray", (array, numpy.getattr("uint64")?))?
+            let a = as_dtype("uint64")?
                 .cast_into::<PyArrayDyn<u64>>()
                 .map_err(|_| value_error("symbols could not be read as uint64"))?;
             let ro = a.readonly();
@@ -92,7 +102,7 @@ fn symbols_arg(obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<i64>, Vec<u
             )))
         }
     };
-    Ok((values, shape))
+    Ok(values)
 }
 
 /// A C-contiguous float32 numpy array with `ndim` dimensions, checked with messages that say
@@ -127,6 +137,11 @@ fn float_rows_arg<'py>(
     if !array.is_c_contiguous() {
         return Err(value_error(format!(
             "{name} must be C-contiguous (use numpy.ascontiguousarray)"
+        )));
+    }
+    if !array.is_aligned() && array.len() > 0 {
+        return Err(value_error(format!(
+            "{name} must be aligned in memory for float32 (pass a copy: numpy.array({name}))"
         )));
     }
     Ok(array.clone())
@@ -195,7 +210,8 @@ fn bytes_list_arg(streams: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
         ))
     })?;
     let mut all = Vec::new();
-    for item in iter {
+    // At most one more than the core accepts: an endless iterator is an error, not a hang.
+    for item in iter.take(MAX_STREAMS + 1) {
         all.push(bytes_arg(&item?)?);
     }
     Ok(all)
@@ -249,9 +265,16 @@ impl PyAnsCoder {
     ) -> PyResult<()> {
         let py = symbols.py();
         let name = input_name(input);
-        let (symbols, _) = symbols_arg(symbols, 1)?;
         let array = float_rows_arg(rows, name, 2)?;
-        let k = array.shape()[1];
+        let (n, k) = (array.shape()[0], array.shape()[1]);
+        let (symbols, shape) = symbols_arg(symbols, 1)?;
+        if shape[0] != n {
+            return Err(value_error(format!(
+                "{} symbols but {n} rows of distributions",
+                shape[0]
+            )));
+        }
+        let symbols = symbol_values(&symbols)?;
         let coder = &mut self.inner;
         with_floats(&array, |rows| {
             Ok(py.detach(|| coder.push_rows(&symbols, rows, k, input))?)
@@ -426,29 +449,38 @@ struct PyAnsCoderBatch {
     inner: AnsBatch,
 }
 
+impl PyAnsCoderBatch {
+    /// Checks that logits of `shape` have one entry per stream along their first axis.
+    fn check_streams(&self, b: usize, shape: &[usize]) -> PyResult<()> {
+        if b != self.inner.len() {
+            return Err(value_error(format!(
+                "logits of shape {} are for {b} streams, but the batch has {}",
+                shape_str(shape),
+                self.inner.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[pymethods]
 impl PyAnsCoderBatch {
-    /// `num_streams` streams, empty or, given `initial_states` (a sequence of `num_streams`
-    /// ints in [2^31, 2^63), e.g. a list or a numpy integer array), starting at those states.
+    /// `num_streams` streams (at most 2**24), empty or, given `initial_states` (a sequence of
+    /// `num_streams` ints in [2^31, 2^63), e.g. a list or a numpy integer array), starting at
+    /// those states.
     #[new]
     #[pyo3(signature = (num_streams, initial_states = None))]
     fn new(
         num_streams: &Bound<'_, PyAny>,
         initial_states: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let count: i64 = num_streams.extract().map_err(|_| {
-            value_error(format!(
-                "num_streams must be a non-negative integer, got {}",
-                type_name(num_streams)
-            ))
-        })?;
-        let count = usize::try_from(count)
-            .map_err(|_| value_error(format!("num_streams must be non-negative, got {count}")))?;
+        let count = count_arg(num_streams, "num_streams", 0)?;
         let Some(initial_states) = initial_states.filter(|s| !s.is_none()) else {
             return Ok(PyAnsCoderBatch {
-                inner: AnsBatch::new(count),
+                inner: AnsBatch::try_new(count)?,
             });
         };
+        check_num_streams(count)?;
         let what = "initial_states must be a sequence of ints, one per stream";
         if initial_states.is_instance_of::<PyString>()
             || initial_states.is_instance_of::<PyBytes>()
@@ -463,7 +495,13 @@ impl PyAnsCoderBatch {
             .try_iter()
             .map_err(|_| value_error(format!("{what}, got {}", type_name(initial_states))))?;
         let mut states = Vec::with_capacity(count);
-        for (b, item) in iter.enumerate() {
+        // At most one more than needed: an endless iterator is an error, not a hang.
+        for (b, item) in iter.take(count + 1).enumerate() {
+            if b == count {
+                return Err(value_error(format!(
+                    "{count} streams but more than {count} initial states"
+                )));
+            }
             states.push(state_arg(&item?, &format!("initial_states[{b}]"))?);
         }
         if states.len() != count {
@@ -485,10 +523,10 @@ impl PyAnsCoderBatch {
     /// stream b. All or nothing: on a ValueError no stream changes.
     fn push(&mut self, symbols: &Bound<'_, PyAny>, logits: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = symbols.py();
-        let (symbols, sym_shape) = symbols_arg(symbols, 2)?;
         let array = float_rows_arg(logits, "logits", 3)?;
         let shape = array.shape().to_vec();
         let (b, n, k) = (shape[0], shape[1], shape[2]);
+        let (symbols, sym_shape) = symbols_arg(symbols, 2)?;
         if sym_shape != [b, n] {
             return Err(value_error(format!(
                 "symbols of shape {} do not match logits of shape {}",
@@ -496,6 +534,8 @@ impl PyAnsCoderBatch {
                 shape_str(&shape)
             )));
         }
+        self.check_streams(b, &shape)?;
+        let symbols = symbol_values(&symbols)?;
         let batch = &mut self.inner;
         with_floats(&array, |rows| {
             Ok(py.detach(|| batch.push_rows(&symbols, rows, n, k, Input::Logits))?)
@@ -508,6 +548,7 @@ impl PyAnsCoderBatch {
         let array = float_rows_arg(logits, "logits", 3)?;
         let shape = array.shape().to_vec();
         let (b, n, k) = (shape[0], shape[1], shape[2]);
+        self.check_streams(b, &shape)?;
         let batch = &mut self.inner;
         let out = with_floats(&array, |rows| {
             Ok(py.detach(|| batch.pop_rows(rows, n, k, Input::Logits))?)

@@ -7,12 +7,18 @@ use pyo3::prelude::*;
 use super::policy::{count_arg, index_array, index_vector, integer_arg};
 use crate::order;
 
+/// Indices as an int64 array, converted in place (usize and i64 have the same size on the
+/// 64-bit targets, so no second buffer of the size of the order is needed).
+fn into_index_array(py: Python<'_>, values: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
+    PyArray1::from_vec(py, values.into_iter().map(|v| v as i64).collect())
+}
+
 /// random_order(num_vars, seed)
 /// --
 ///
 /// The generation order of `num_vars` variables for a seed in 0..2**64: a permutation that is
 /// identical on every platform and release (SplitMix64-seeded xoshiro256**, unbiased
-/// Fisher-Yates; see the `ardm_core::order` docs).
+/// Fisher-Yates; see the `ardm_core::order` docs). num_vars is at most 2**32.
 ///
 /// >>> from ardm._core import random_order
 /// >>> random_order(10, 0).tolist()
@@ -26,15 +32,15 @@ fn random_order<'py>(
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let num_vars = count_arg(num_vars, "num_vars", 0)?;
     let seed = integer_arg(seed, "seed", 0)?;
-    let order = py.detach(|| order::random_order(num_vars, seed));
-    Ok(index_array(py, &order))
+    let order = py.detach(|| order::random_order(num_vars, seed))?;
+    Ok(into_index_array(py, order))
 }
 
 /// random_orders(num_vars, seeds)
 /// --
 ///
 /// One order per seed as an int64 array of shape (len(seeds), num_vars); row i equals
-/// random_order(num_vars, seeds[i]).
+/// random_order(num_vars, seeds[i]); at most 2**32 entries in all.
 ///
 /// >>> from ardm._core import random_orders
 /// >>> random_orders(10, [0, 1])[1].tolist()
@@ -52,9 +58,9 @@ fn random_orders<'py>(
         .map(|s| s as u64)
         .collect();
     let rows = seeds.len();
-    let orders = py.detach(|| order::random_orders(num_vars, &seeds));
-    let flat = PyArray1::from_vec(py, orders.into_iter().map(|v| v as i64).collect());
-    flat.reshape([rows, num_vars])
+    let orders = py.detach(|| order::random_orders(num_vars, &seeds))?;
+    into_index_array(py, orders)
+        .reshape([rows, num_vars])
         .map_err(|err| PyValueError::new_err(format!("could not shape the orders: {err}")))
 }
 
