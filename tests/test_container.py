@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,6 +53,7 @@ def test_frame_round_trip_and_one_stream_passes_through():
         (b"\x00\x00\x02\x05\x00\x00\x00abcd\x02efgh", "zero byte"),
         (b"\x00\x00\x02\x85\x00\x00\x00\x01abc\x02efgh", "non-canonical"),
         (b"\x00\x00\x02\x05\x00\xff\xff\xff\xff", "exceeds"),
+        (b"\x00\x00\x02\x05\x00\x01\x01abcd\x02efgh", "padding"),
     ],
 )
 def test_bad_frames(blob, message):
@@ -168,3 +170,136 @@ def test_format_1_detection():
     assert looks_like_version_1(v1)
     assert not looks_like_version_1(v1[:-1])
     assert not looks_like_version_1(b"\xad\x02" + v1[2:])
+
+
+# ---- declared sizes: decode memory and time stay bounded ---------------------------------------
+
+# Run in a fresh process: peak RSS (ru_maxrss) after a warm-up decode of real images at the same
+# budgets, so the evaluation threads and their allocator arenas already exist; what a hostile
+# blob adds on top is what it allocates before its error.
+_HOSTILE_DECODES = r"""
+import json, resource, sys, time
+import numpy as np
+import ardm
+from ardm import _core
+from ardm.coding.container import JOIN_STACK, LAYOUT_BATCH, LAYOUT_ONE, StreamHeader, pack_streams
+from ardm.coding.fields import FieldWriter
+
+def stream(header, garbage_bits, seed):
+    coder = _core.AnsCoder()
+    garbage = FieldWriter()
+    for bits in np.random.default_rng(seed).integers(0, 2**32, garbage_bits // 32):
+        garbage.bits(int(bits), 32)
+    garbage.push_onto(coder)
+    fields = FieldWriter()
+    header.write(fields)
+    fields.push_onto(coder)
+    return coder.to_compact_bytes()
+
+def batch(n, budget, raw=False, bits=16000):
+    return stream(StreamHeader("fashion-mnist", 0, LAYOUT_BATCH, n, budget=budget, raw=[raw] * n),
+                  bits, 1)
+
+model = ardm.load()
+images = ardm.bundled_images()
+for mode in ("joint", "independent"):  # budget 1: the largest evaluation chunks
+    ardm.decompress(ardm.compress(images, model, budget=1, mode=mode), model)
+one = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, budget=1, raw=[False])
+hostile = {
+    "160 streams of 13 bytes": pack_streams([stream(one, 64, i) for i in range(160)], JOIN_STACK),
+    "1000 items in 70 bytes": batch(1000, 1, bits=512),
+    "10^5 items at budget 1": batch(10**5, 1),
+    "10^6 items at budget 100": batch(10**6, 100),
+    "10^5 raw items": batch(10**5, 100, raw=True),
+}
+results = {}
+for name, blob in hostile.items():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    try:
+        ardm.decompress(blob, model)
+        error = None
+    except Exception as err:
+        error = type(err).__name__
+    results[name] = {
+        "bytes": len(blob), "error": error, "seconds": time.perf_counter() - start,
+        "grew_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024,
+    }
+print(json.dumps(results))
+"""
+
+
+def test_hostile_declared_sizes_fail_before_allocating():
+    """Before: the 2 KB frame of 160 streams allocated 530 MB and ran 17 s before its error, a
+    70-byte joint blob declaring 1000 items 2 GB and 107 s (every item's logits of a call were
+    computed before any was popped); now nothing beyond a real decode's working memory."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _HOSTILE_DECODES], capture_output=True, text=True,
+                         timeout=600, check=True)
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    for name, r in results.items():
+        assert r["error"] == "ValueError", (name, r)
+        assert r["grew_mb"] < 48, (name, r)
+        assert r["seconds"] < 20, (name, r)
+
+
+# ---- what compress accepts: dense integer data, anything else a ValueError ---------------------
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda: torch.zeros(4, dtype=torch.uint8, device="meta"), "meta"),              # was RuntimeError
+    (lambda: torch.zeros(4, dtype=torch.uint8).to_sparse(), "sparse"),               # was RuntimeError
+    (lambda: torch.nested.nested_tensor([torch.zeros(4, dtype=torch.uint8)] * 2), "nested"),
+    (lambda: np.array([1, 2, 3, 4], dtype=object), "integers"),
+    (lambda: np.array(["a", "b", "c", "d"]), "integers"),
+    (lambda: np.zeros(4, dtype=[("a", "u1")]), "integers"),
+    (lambda: np.ma.masked_array(np.arange(4), mask=[0, 1, 0, 0]), "mask"),
+    (lambda: "abcd", "bytes"),
+    (lambda: [1, 2, 3, 4], "bytes"),
+    (lambda: torch.zeros(4), "integer dtype"),
+    (lambda: torch.zeros(4, dtype=torch.bool), "integer dtype"),
+])
+def test_compress_takes_dense_integer_data_only(make, what):
+    import warnings
+
+    from ardm.coding.items import to_items
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's prototype warnings for nested/sparse tensors
+        x = make()
+    with pytest.raises(ValueError, match=what):
+        to_items(x, (4,), 256)
+
+
+def test_compress_takes_big_endian_and_strided_arrays():
+    from ardm.coding.items import to_items
+
+    big = np.arange(8, dtype=">u2")[::2]
+    items = to_items(big, (4,), 256)
+    assert items.dtype == "uint16" and items.values.tolist() == [[0, 2, 4, 6]]
+
+
+def test_a_real_blob_of_more_items_than_bits_decodes():
+    """The check of a declared count is sound: a model sure of every value packs a thousand
+    items into a few bytes, and that blob still decodes."""
+    from conftest import SequenceNet
+
+    import ardm
+    from ardm.coding import codec
+    from ardm.models import OrderAgnosticARDM
+
+    torch.manual_seed(0)
+    model = OrderAgnosticARDM(SequenceNet(16, bias=30.0), 256, (16,)).eval()
+    model.modality = "text"
+    model.step_losses.fill_(0.01)
+    x = torch.zeros(1000, 16, dtype=torch.uint8)
+    blob = ardm.compress(x, model, budget=1)
+    assert 1000 > 8 * len(blob)  # more items than bits: decode checks the count against the model
+    assert torch.equal(ardm.decompress(blob, model), x)
+    hostile = codec._header(model, LAYOUT_BATCH, 10**9, "uint8", 1, 0)
+    hostile.raw = []
+    with pytest.raises(ValueError, match="declares"):
+        codec._check_first_call(model, blob, hostile, 1, 0)

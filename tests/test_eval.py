@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,8 @@ def test_sample_command_writes_a_grid(
             "--no-progress"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "budget 5: 5 network calls" in out
+    calls = re.search(r"budget 5: (\d+) network calls", out)
+    assert calls and 2 <= int(calls.group(1)) <= 5  # at most the budget, one call per stage at least
     with Image.open(png) as grid:
         assert grid.size == (3 * 9 - 1, 2 * 9 - 1)  # 3 columns, 2 rows of 8x8, 1px gaps
 

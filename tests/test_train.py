@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,13 @@ from ardm.training import TrainConfig, build_for_training, train
 @pytest.fixture(scope="module")
 def image_dir(fm12_dir: Path) -> Path:
     return fm12_dir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads() -> Iterator[None]:  # the runs here use one thread: quick on a shared CPU
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def _model() -> OrderAgnosticARDM:
@@ -71,7 +79,7 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
         load_model(tmp_path)
     config["model"] = "flow"
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="unsupported model kind"):
+    with pytest.raises(ValueError, match="model must be one of"):
         load_model(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         load_model(tmp_path / "nowhere")
@@ -81,7 +89,7 @@ def _config(image_dir: Path, out: Path, steps: int, resume: bool = False) -> Tra
     return TrainConfig(
         out=str(out), data=str(image_dir), preset="tiny", steps=steps, batch_size=4,
         warmup=2, ckpt_every=3, eval_every=3, eval_size=8, holdout=16, step_loss_evals=1,
-        resume=resume, progress=False,
+        resume=resume, progress=False, threads=1,
     )
 
 
@@ -135,7 +143,7 @@ def test_cli(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "cli"
     argv = ["train", "--data", str(image_dir), "--preset", "tiny", "--steps", "2", "--batch-size",
             "4", "--out", str(out), "--eval-size", "4", "--holdout", "8", "--step-loss-evals", "1",
-            "--no-progress"]
+            "--no-progress", "--threads", "1"]
     assert cli.main(argv) == 0
     assert load_model(out).has_step_losses()
 
@@ -158,7 +166,7 @@ def test_direct_upscale_defaults_to_the_categorical_head(image_dir: Path, tmp_pa
     argv = ["train", "--data", str(image_dir), "--model", "upscale", "--parametrization",
             "direct", "--branch-factor", "16", "--preset", "tiny", "--steps", "1",
             "--batch-size", "4", "--out", str(tmp_path), "--eval-size", "0", "--holdout", "4",
-            "--step-loss-evals", "1", "--no-progress"]
+            "--step-loss-evals", "1", "--no-progress", "--threads", "1"]
     assert cli.main(argv) == 0
     model = load_model(tmp_path)
     assert model.parametrization == "direct" and model.net.config.head == "categorical"
@@ -204,3 +212,25 @@ def test_python_m_ardm_training_is_the_train_command() -> None:
         timeout=120,
     )
     assert result.returncode == 0 and "--resume" in result.stdout and "--net" in result.stdout
+
+
+def test_the_global_batch_split_over_ranks_has_the_one_process_gradient() -> None:
+    # What DDP computes, without processes: each rank's mean loss over its rows of the global
+    # batch (items and noise drawn once, for the whole batch), gradients averaged over ranks.
+    torch.manual_seed(0)
+    model = OrderAgnosticARDM(perturbed_unet(256, (1, 8, 8), std=0.05), 256, (1, 8, 8))
+    x = torch.randint(0, 256, (6, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    noise = model.training_noise(6, torch.Generator().manual_seed(2))
+    loss, _ = model.training_loss(x, torch.Generator().manual_seed(2))
+    assert torch.equal(loss, model.training_loss(x, noise=noise)[0])  # the same draws
+    whole = torch.autograd.grad(loss, list(model.parameters()))
+    world = 3
+    shares = []
+    for rank in range(world):
+        mine = slice(rank, None, world)
+        share_loss, _ = model.training_loss(x[mine], noise=tuple(n[mine] for n in noise))
+        shares.append(torch.autograd.grad(share_loss, list(model.parameters())))
+    for g, *gs in zip(whole, *shares):
+        torch.testing.assert_close(sum(gs) / world, g, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="noise for 2 items"):
+        model.training_loss(x[:2], noise=noise)

@@ -283,6 +283,8 @@ class KWayHead:
         inside = (values >= low.unsqueeze(-1)) & (values <= high.unsqueeze(-1))
         return torch.logsumexp(log_p.masked_fill(~inside, -math.inf), -1).float()
 
+    adjacent_interval_log_probs = interval_log_probs
+
 
 class KWayNet(nn.Module):
     """The same net with a :class:`KWayHead`."""

@@ -44,8 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(command: str, message: str) -> int:
+    """Print one line, ``ardm COMMAND: error: MESSAGE``, and return the exit status 1."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    print(f"ardm {command}: error: {'; '.join(lines) or 'failed'}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit status."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit status.
+
+    A user's error (a ``ValueError``, or an ``OSError`` such as a missing or unreadable file) is
+    one line on stderr and exit status 1, never a traceback; usage errors are argparse's (2).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
@@ -53,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args))
-    except ValueError as err:
-        print(f"ardm {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except ValueError as err:  # what ardm says is wrong with the input
+        return _fail(args.command, str(err))
+    except OSError as err:  # a file that cannot be read or written, as the system says why
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(args.command, f"{where}{err.strerror or err}")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

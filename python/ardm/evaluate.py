@@ -4,12 +4,17 @@ For each budget (network calls per data point) and each policy, :func:`evaluate_
 one :class:`EvalRow` with
 
 * ``bpd``: the mean over test images of the unbiased one-call estimate ``model.nll_bpd`` (random
-  orders, a fixed generator, so runs repeat exactly), with its standard error;
+  orders from generators seeded by (seed, repeat, chunk of ``batch_size`` items), so runs repeat
+  exactly), with its standard error;
 * ``exact_bpd``: when cheap enough, the exact ``model.exact_nll_bits`` for the fixed coding order
   (``ardm.random_order(D, model.order_seed)``) on the first few test images: the code length that
   ``ardm.compress`` reaches, up to the quantization of the probabilities;
 * ``predicted_bpd``: what the budget DP predicts from the per-step losses sorted in descending order
   (``budget_curve(sorted L)[budget] / D`` for the optimal policy), for comparison.
+
+Under ``torchrun`` :func:`evaluate_budgets` shards the work: rank r of W takes the chunks of
+``batch_size`` items r, r + W, ... (strided), the per-item values are gathered and reduced in item
+order in float64, so every rank returns the rows one process returns, to the last bit.
 
 Policies: for an order-agnostic model ``"optimal"`` (the budget DP) and ``"naive"`` (evenly spaced
 steps); for an upscale model ``"optimal"`` (the optimal split of the budget across stages, the DP
@@ -24,8 +29,8 @@ Example:
     >>> x = torch.randint(0, 4, (6, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     >>> _ = m.estimate_step_losses(x)
     >>> rows = evaluate_budgets(m, x, [16, 4], progress=False)
-    >>> [(r.budget, r.policy, r.calls) for r in rows]
-    [(16, 'optimal', 16), (16, 'naive', 16), (4, 'optimal', 4), (4, 'naive', 4)]
+    >>> [(r.budget, r.policy, r.calls <= r.budget) for r in rows]   # fewer where they cost no more
+    [(16, 'optimal', True), (16, 'naive', True), (4, 'optimal', True), (4, 'naive', True)]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import torch
 from tqdm import tqdm
 
 from ardm import _core
+from ardm.distributed import gather_in_order, keyed_generator, shard
 from ardm.modalities import get_modality
 from ardm.models import ARDM, Policy
 from ardm.models.stage_budget import stage_costs
@@ -111,7 +117,7 @@ def resolve_run(name_or_path: str | Path | None) -> tuple[ARDM, dict[str, Any]]:
         >>> resolve_run("/nonexistent")
         Traceback (most recent call last):
         ...
-        ValueError: '/nonexistent' is neither a shipped model (fashion-mnist, kjv) nor a path to a run directory
+        ValueError: '/nonexistent' is neither a shipped model (fashion-mnist, kjv, speech) nor a path to a run directory
     """
     from ardm.checkpoint import read_config
     from ardm.pretrained import DEFAULT_MODEL, PRETRAINED, load
@@ -229,7 +235,7 @@ def ensure_step_losses(
     """
     if model.has_step_losses():
         return False
-    total = int(model.step_losses.numel()) * evals_per_step
+    total = model.step_loss_evaluations(evals_per_step)
     with tqdm(total=total, desc="step losses", unit="eval", disable=not progress) as bar:
         model.estimate_step_losses(
             held_out, evals_per_step=evals_per_step, batch_size=batch_size,
@@ -290,10 +296,11 @@ def evaluate_budgets(
 ) -> list[EvalRow]:
     """Test bits/dim of every policy of :func:`policy_specs` at every budget, one row each.
 
-    ``repeats`` one-call estimates per image (each a fresh random order and step; the generator
-    restarts from ``seed`` for every policy, so policies are compared on common random numbers).
-    The exact fixed-order value is computed on the first ``exact_images`` images when a policy
-    has at most ``exact_max_calls`` calls (0 images: never). Needs the step losses.
+    ``repeats`` one-call estimates per image (each a fresh random order and step, drawn from a
+    generator seeded by (seed, repeat, chunk) for each chunk of ``batch_size`` images: policies
+    are compared on common random numbers, and under torchrun each rank computes its share of
+    the chunks). The exact fixed-order value is computed on the first ``exact_images`` images
+    when a policy has at most ``exact_max_calls`` calls (0 images: never). Needs the step losses.
     """
     if repeats < 1 or batch_size < 1 or exact_images < 0:
         raise ValueError("repeats and batch_size must be >= 1, exact_images >= 0")
@@ -307,35 +314,37 @@ def evaluate_budgets(
     num_vars = model.num_vars
     order = np.asarray(_core.random_order(num_vars, model.order_seed))
     x_exact = x_all[:exact_images]
+    chunks = range(math.ceil(x_all.shape[0] / batch_size))
+    exact_chunks = range(math.ceil(x_exact.shape[0] / batch_size))
     plans = [(budget, spec) for budget in budgets for spec in policy_specs(model, budget)]
+    mine = _share_size(x_all.shape[0], batch_size)  # this rank's items (all in one process)
+    mine_exact = _share_size(x_exact.shape[0], batch_size)
     work = sum(
-        x_all.shape[0] * repeats
-        + (spec.calls * x_exact.shape[0] if spec.calls <= exact_max_calls else 0)
+        mine * repeats + (spec.calls * mine_exact if spec.calls <= exact_max_calls else 0)
         for _, spec in plans
     )
     rows = []
     with tqdm(total=work, desc="eval", unit="img", disable=not progress, leave=False) as bar:
         for budget, spec in plans:
             bar.set_postfix(budget=budget, policy=spec.name, refresh=False)
-            gen = torch.Generator().manual_seed(seed)
-            values = []
-            for _ in range(repeats):
-                for lo in range(0, x_all.shape[0], batch_size):
-                    x = x_all[lo : lo + batch_size]
-                    values.append(model.nll_bpd(x, policy=spec.policy, generator=gen).double().cpu())
+            values: dict[int, torch.Tensor] = {}
+            for repeat in range(repeats):
+                for chunk in shard(chunks):
+                    x = x_all[chunk * batch_size : (chunk + 1) * batch_size]
+                    gen = keyed_generator(seed, repeat, chunk)
+                    bpd = model.nll_bpd(x, policy=spec.policy, generator=gen)
+                    values[repeat * len(chunks) + chunk] = bpd.double().cpu()
                     bar.update(x.shape[0])
-            v = torch.cat(values)
+            v = torch.cat(gather_in_order(values))
             sem = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
             exact = None
             if x_exact.shape[0] and spec.calls <= exact_max_calls:
-                bits = torch.cat(
-                    [
-                        model.exact_nll_bits(x_exact[lo : lo + batch_size], order, spec.policy)
-                        for lo in range(0, x_exact.shape[0], batch_size)
-                    ]
-                )
-                exact = float(bits.mean()) / num_vars
-                bar.update(spec.calls * x_exact.shape[0])
+                exact_bits: dict[int, torch.Tensor] = {}
+                for chunk in shard(exact_chunks):
+                    x = x_exact[chunk * batch_size : (chunk + 1) * batch_size]
+                    exact_bits[chunk] = model.exact_nll_bits(x, order, spec.policy).cpu()
+                    bar.update(spec.calls * x.shape[0])
+                exact = float(torch.cat(gather_in_order(exact_bits)).mean()) / num_vars
             rows.append(
                 EvalRow(
                     budget=int(budget), policy=spec.name, calls=spec.calls,
@@ -344,6 +353,13 @@ def evaluate_budgets(
                 )
             )
     return rows
+
+
+def _share_size(count: int, batch_size: int) -> int:
+    """How many of ``count`` items, in chunks of ``batch_size``, this rank's chunks hold."""
+    items = range(count)
+    return sum(len(items[c * batch_size : (c + 1) * batch_size])
+               for c in shard(range(math.ceil(count / batch_size))))
 
 
 def step_loss_curves(model: ARDM) -> tuple[np.ndarray, np.ndarray]:

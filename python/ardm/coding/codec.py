@@ -55,7 +55,7 @@ from ardm.coding.container import (
     pack_streams,
     unpack_streams,
 )
-from ardm.coding.deterministic import EVAL_ROWS, evaluate_in_fixed_chunks
+from ardm.coding.deterministic import evaluate_in_fixed_chunks
 from ardm.coding.fields import FieldReader, FieldWriter
 from ardm.coding.fingerprint import model_fingerprint
 from ardm.coding.items import Items, from_items, item_lengths, to_items
@@ -67,6 +67,7 @@ __all__ = [
     "MODES",
     "Progress",
     "blob_model",
+    "blob_sample_rate",
     "coding_steps",
     "compress",
     "decompress",
@@ -108,22 +109,26 @@ class _Group:
     """Items of one length m sharing the coding order of ``random_order(m, seed)`` and the
     policy for m variables; positions past m are padding, known from the first call on."""
 
-    indices: list[int]
+    indices: np.ndarray | list[int]
     schedule: StepSchedule
     levels: list[torch.Tensor]  # (1, D) per call
     positions: list[np.ndarray]  # the call's own positions, ascending
-    padded: list[torch.Tensor]  # (1, width) the same, padded with position 0
+    padded: list[torch.Tensor]  # (1, width) the same, padded with position 0 (see build)
 
     @classmethod
-    def build(cls, model: ARDM, indices: list[int], length: int, budget: int, seed: int) -> _Group:
+    def build(cls, model: ARDM, indices: np.ndarray | list[int], length: int, budget: int, seed: int) -> _Group:
         ranks_np = np.full(model.num_vars, -1, dtype=np.int64)
         ranks_np[:length] = _core.order_ranks(_core.random_order(length, seed))
         ranks = torch.from_numpy(ranks_np).unsqueeze(0)
         schedule = StepSchedule(model.policy(budget, num_vars=length), model.num_stages, length)
         positions = [np.flatnonzero(schedule.in_step(s, ranks)[0].numpy()) for s in schedule]
-        width = max(len(p) for p in positions)
+        # Several rows per evaluation (small items) stack several calls' rows, so every call
+        # is padded to the largest; one row per evaluation (audio) evaluates each call alone,
+        # at its own width, which both sides know.
+        largest = max(len(p) for p in positions)
         padded = []
         for p in positions:
+            width = largest if _coding_rows(model) > 1 else len(p)
             row = torch.zeros(1, width, dtype=torch.long)
             row[0, : len(p)] = torch.from_numpy(p)
             padded.append(row)
@@ -132,20 +137,25 @@ class _Group:
 
 
 def _groups(model: ARDM, lengths: list[int], coded: list[bool], budget: int, seed: int) -> list[_Group]:
-    by_length: dict[int, list[int]] = {}
-    for i, (n, yes) in enumerate(zip(lengths, coded)):
-        if yes and n > 0:
-            by_length.setdefault(n, []).append(i)
+    # numpy, not per-item lists: a header may declare many items before any of them decodes
+    lengths_np = np.asarray(lengths, dtype=np.int64)
+    keep = np.asarray(coded, dtype=bool) & (lengths_np > 0)
     return [
-        _Group.build(model, idx, n, budget, seed)
-        for n, idx in sorted(by_length.items(), key=lambda kv: -kv[0])
+        _Group.build(model, np.flatnonzero(keep & (lengths_np == n)), int(n), budget, seed)
+        for n in np.unique(lengths_np[keep])[::-1]
     ]
+
+
+def _coding_rows(model: ARDM) -> int:
+    """Rows per network evaluation (part of the format): the modality's."""
+    return get_modality(model.modality).coding_rows
 
 
 def _log_probs(model: ARDM, state: torch.Tensor, levels: torch.Tensor, padded: torch.Tensor) -> np.ndarray:
     """Coding log-probabilities of every row, float32 (rows, width, k), in fixed chunks."""
     return np.concatenate(
-        [out for _, out in evaluate_in_fixed_chunks(model.coding_log_probs, state, levels, padded)]
+        [out for _, out in evaluate_in_fixed_chunks(
+            model.coding_log_probs, state, levels, padded, rows=_coding_rows(model))]
     )
 
 
@@ -162,8 +172,8 @@ def _encode_group(
     Reports each block of calls to ``progress`` once it is pushed."""
     n = values.shape[0]
     steps = list(reversed(group.schedule.steps))
-    width, k = group.padded[0].shape[1], model.symbols_per_step
-    per_block = max(1, math.ceil(EVAL_ROWS / n))
+    width, k = max(p.shape[1] for p in group.padded), model.symbols_per_step
+    per_block = max(1, math.ceil(_coding_rows(model) / n))
     per_block = max(1, min(per_block, ENCODE_BLOCK_BYTES // max(1, 4 * n * width * k)))
     bits = np.zeros(n)
     for lo in range(0, len(steps), per_block):
@@ -185,19 +195,28 @@ def _encode_group(
 def _decode_group(
     model: ARDM,
     group: _Group,
-    pop: Callable[[np.ndarray], np.ndarray],
+    pop: Callable[[slice, np.ndarray], np.ndarray],
     progress: Progress | None = None,
 ) -> torch.Tensor:
+    """Walk the calls of ``group`` forward. Each evaluation chunk's rows are popped as soon as
+    they come (``pop(rows, logits)``), so a corrupted stream fails at its first bad chunk and
+    no call's distributions are held for all items at once."""
     n = len(group.indices)
-    state = torch.zeros(n, model.num_vars, dtype=torch.long)
+    # Before the first call every item is zeros: one row, expanded, so that the state of the n
+    # items a header declares is allocated only as their symbols are popped.
+    state = torch.zeros(1, model.num_vars, dtype=torch.long).expand(n, -1)
     for step in group.schedule:
         pos = group.positions[step.index]
-        out = _log_probs(
-            model, state, group.levels[step.index].expand(n, -1), group.padded[step.index].expand(n, -1)
-        )
-        symbols = pop(np.ascontiguousarray(out[:, : len(pos)]))
-        positions = torch.from_numpy(pos).unsqueeze(0).expand(n, -1)
-        state = model.apply_symbols(state, step.level, positions, torch.from_numpy(symbols))
+        positions = torch.from_numpy(pos).unsqueeze(0)
+        parts = []
+        for rows, out in evaluate_in_fixed_chunks(
+            model.coding_log_probs, state, group.levels[step.index].expand(n, -1),
+            group.padded[step.index].expand(n, -1), rows=_coding_rows(model),
+        ):
+            symbols = torch.from_numpy(pop(rows, np.ascontiguousarray(out[:, : len(pos)])))
+            parts.append(model.apply_symbols(
+                state[rows], step.level, positions.expand(len(symbols), -1), symbols))
+        state = torch.cat(parts)
         _report(progress, 1)
     return state
 
@@ -271,9 +290,32 @@ def _model_ref(model: ARDM) -> tuple[str | None, int]:
     return None, fingerprint
 
 
-def _header(model: ARDM, layout: int, count: int, dtype: str, budget: int, seed: int) -> StreamHeader:
+def _has_rate(model: ARDM) -> bool:
+    return get_modality(model.modality).sample_rate is not None
+
+
+def _check_rate(model: ARDM, sample_rate: object) -> int | None:
+    """The sample rate to store: None for the modality's default (or a modality without one)."""
+    default = get_modality(model.modality).sample_rate
+    if sample_rate is None:
+        return None
+    if default is None:
+        raise ValueError(
+            f"sample_rate is for audio; this model codes {model.modality} data (leave it None)"
+        )
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not (
+        1 <= sample_rate < 1 << 31
+    ):
+        raise ValueError(f"sample_rate must be an integer in 1..2^31-1 Hz, got {sample_rate!r}")
+    return None if sample_rate == default else int(sample_rate)
+
+
+def _header(model: ARDM, layout: int, count: int, dtype: str, budget: int, seed: int,
+            sample_rate: int | None = None) -> StreamHeader:
     name, fingerprint = _model_ref(model)
     header = StreamHeader(name, 0 if name else fingerprint & 0xFFFF, layout, count)
+    header.has_rate = _has_rate(model)
+    header.sample_rate = sample_rate
     header.budget = None if budget == _check_budget(model, None) else budget
     header.order_seed = None if seed == model.order_seed else seed
     header.dtype = None if dtype == get_modality(model.modality).dtype else dtype
@@ -299,11 +341,11 @@ def _typed(values: torch.Tensor, lengths: list[int], dtype: str) -> list[np.ndar
 
 def _encode_stream(
     model: ARDM, items: Items, budget: int, seed: int, raw: list[bool],
-    progress: Progress | None = None,
+    progress: Progress | None = None, sample_rate: int | None = None,
 ) -> tuple[bytes, np.ndarray]:
     """One stream holding every item of ``items`` (decoded in lockstep); returns it and each
     item's ideal model bits (NaN for raw items)."""
-    header = _header(model, items.layout, items.count, items.dtype, budget, seed)
+    header = _header(model, items.layout, items.count, items.dtype, budget, seed, sample_rate)
     header.raw = list(raw)
     typed = _typed(items.values, items.lengths, items.dtype)
     coder = _core.AnsCoder(header.initial_state(model_fingerprint(model), typed))
@@ -338,16 +380,21 @@ def _stream_lengths(model: ARDM, stream: bytes, header: StreamHeader) -> list[in
 def _decode_stream(model: ARDM, stream: bytes, header: StreamHeader, reader: FieldReader,
                    coder: _core.AnsCoder, progress: Progress | None = None) -> torch.Tensor:
     dtype, budget, seed = _settings(model, header)
+    _check_first_call(model, stream, header, budget, seed)
     lengths = _stream_lengths(model, stream, header)
-    header.read_raw_flags(reader, len(lengths))
+    header.read_raw_flags(reader, len(lengths), _has_rate(model))
     pop = _flat_pop(coder)
-    values = torch.zeros(len(lengths), model.num_vars, dtype=torch.long)
     coded = [not r for r in header.raw]
-    for group in _groups(model, lengths, coded, budget, seed):
-        values[group.indices] = _decode_group(model, group, pop, progress)
-    for i, raw in enumerate(header.raw):
-        if raw:
-            values[i, : lengths[i]] = torch.from_numpy(_pop_raw(pop, lengths[i], model.num_classes))
+    decoded = [(group, _decode_group(model, group, lambda _, logits: pop(logits), progress))
+               for group in _groups(model, lengths, coded, budget, seed)]
+    raw_values = [(i, _pop_raw(pop, lengths[i], model.num_classes))
+                  for i, raw in enumerate(header.raw) if raw]
+    # Allocated only now that every symbol was popped: a header's count alone allocates nothing.
+    values = torch.zeros(len(lengths), model.num_vars, dtype=torch.long)
+    for group, state in decoded:
+        values[group.indices] = state
+    for i, raw_item in raw_values:
+        values[i, : lengths[i]] = torch.from_numpy(raw_item)
     if progress is not None:  # lengths whose items are all raw: their calls, never made
         coded_lengths = [n for n, yes in zip(lengths, coded) if yes]
         _report(progress, _units(model, lengths, budget) - _units(model, coded_lengths, budget))
@@ -365,6 +412,43 @@ def _check_declared(num_items: int, num_vars: int, stream_bytes: int) -> None:
         )
 
 
+def _push_bits(logits: np.ndarray) -> float:
+    """The fewest bits that pushing one symbol of each row of ``logits`` (..., k) can add to a
+    stream: a push under frequency f (of 2^24) multiplies the state, at least 2^31, by at least
+    1 + (2^24 - f)(1 - 2^-7) / f, and the most frequent symbol's f is the cheapest."""
+    top = _core.quantize_logits(logits.reshape(-1, logits.shape[-1])).max(1).astype(np.float64)
+    return float(np.log2(1 + (2.0**24 - top) * (1 - 2.0**-7) / top).sum()) * (1 - 1e-9)
+
+
+def _check_first_call(model: ARDM, stream: bytes, header: StreamHeader, budget: int, seed: int) -> None:
+    """A header that declares more full items than the stream can hold is an error before
+    anything is made per item (checked only past one item per bit of the stream, which no real
+    blob reaches: it costs one evaluation chunk).
+
+    A compact stream of B bytes holds at most 8 B - 31 bits of pushes. Every full item pops its
+    first call's symbols under the same distributions (nothing is known yet, and each row's
+    output depends on that row alone), so each costs at least their :func:`_push_bits`; an item
+    stored raw costs at least its uniform tables' bits.
+    """
+    full = {LAYOUT_ONE: 1, LAYOUT_BATCH: header.count}.get(header.layout, header.count // model.num_vars)
+    capacity = 8 * len(stream) - 31
+    if full <= max(capacity, 1):
+        return
+    _check_declared(full, model.num_vars, len(stream))  # absurd counts fail without a network call
+    group = _Group.build(model, [0], model.num_vars, budget, seed)
+    chunks = evaluate_in_fixed_chunks(
+        model.coding_log_probs, torch.zeros(1, model.num_vars, dtype=torch.long), group.levels[0],
+        group.padded[0], rows=_coding_rows(model),
+    )
+    first_call = next(chunks)[1][0, : len(group.positions[0])]
+    raw = model.num_vars * sum(_push_bits(np.zeros((1, alphabet), np.float32))
+                               for _, alphabet in _raw_tables(model.num_classes))
+    if full * min(_push_bits(first_call), raw) > capacity:
+        raise ValueError(
+            f"corrupted blob: it declares {full} items, more than its {len(stream)} bytes can hold"
+        )
+
+
 def _open_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHeader]:
     coder = _core.AnsCoder.from_compact_bytes(stream)
     reader = FieldReader(coder)
@@ -375,7 +459,8 @@ def _open_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHead
 
 
 def _encode_independent(
-    model: ARDM, items: Items, budget: int, seed: int, progress: Progress | None = None
+    model: ARDM, items: Items, budget: int, seed: int, progress: Progress | None = None,
+    sample_rate: int | None = None,
 ) -> list[bytes]:
     """One stream per item, each a complete one-item blob; the network calls of items of one
     length are shared (their rows fill the evaluation chunks together)."""
@@ -390,7 +475,7 @@ def _encode_independent(
         count = length if layout == LAYOUT_SEQUENCE else 1
         headers = []
         for item in _typed(values, [length] * len(idx), items.dtype):
-            header = _header(model, layout, count, items.dtype, budget, seed)
+            header = _header(model, layout, count, items.dtype, budget, seed, sample_rate)
             header.raw = [False]
             headers.append((header, header.initial_state(fingerprint, [item])))
         batch = _core.AnsCoderBatch(len(idx), np.asarray([s for _, s in headers], np.uint64))
@@ -399,7 +484,7 @@ def _encode_independent(
         for j, (i, data) in enumerate(zip(idx, batch.to_compact_bytes_list())):
             if bits[j] > length * bits_per_value:  # the model codes it worse than raw values
                 one = Items(values[j : j + 1], [length], layout, count, items.dtype)
-                streams[i] = _encode_stream(model, one, budget, seed, [True])[0]
+                streams[i] = _encode_stream(model, one, budget, seed, [True], None, sample_rate)[0]
                 continue
             coder = _core.AnsCoder.from_compact_bytes(data)
             writer = FieldWriter()
@@ -419,8 +504,11 @@ class _Opened:
     length: int
 
 
-def _open_independent(streams: list[bytes], model: ARDM | None) -> list[_Opened]:
-    """Read the header (and raw flag) of every one-item stream of a frame."""
+def _open_independent(
+    streams: list[bytes], model: ARDM | None, joiner: int | None = None
+) -> list[_Opened]:
+    """Read the header (and raw flag) of every one-item stream of a frame; with ``joiner``,
+    check that the streams fit it (:func:`_check_frame`)."""
     opened = []
     loaded: dict[tuple, ARDM] = {}  # a shipped model is loaded once for all its streams
     for stream in streams:
@@ -433,9 +521,27 @@ def _open_independent(streams: list[bytes], model: ARDM | None) -> list[_Opened]
                                the_model.num_vars)
         if header.layout == LAYOUT_BATCH or len(lengths) != 1:
             raise ValueError("corrupted blob: a stream inside the frame holds more than one item")
-        header.read_raw_flags(reader, 1)
+        header.read_raw_flags(reader, 1, _has_rate(the_model))
         opened.append(_Opened(the_model, coder, header, lengths[0]))
+    if joiner is not None:
+        _check_frame(joiner, opened)
     return opened
+
+
+def _check_frame(joiner: int, opened: list[_Opened]) -> None:
+    """The frame's joiner and streams must agree as :func:`compress` makes them (the streams'
+    checks cover each item, not the frame): one model, dtype and sample rate; stacked items all
+    full; concatenated items 1-D, only the last one shorter."""
+    if len({(id(o.model), _settings(o.model, o.header)[0], o.header.sample_rate)
+            for o in opened}) > 1:
+        raise ValueError(
+            "corrupted blob: the streams of its frame disagree on the model, dtype or sample rate"
+        )
+    full = [o.header.layout == LAYOUT_ONE for o in opened]
+    if joiner == JOIN_STACK and not all(full):
+        raise ValueError("corrupted blob: a frame of stacked items holds a partial item")
+    if joiner == JOIN_CONCAT and (len(opened[0].model.data_shape) != 1 or not all(full[:-1])):
+        raise ValueError("corrupted blob: the items of its frame do not form one sequence")
 
 
 def _independent_units(opened: list[_Opened]) -> int:
@@ -445,10 +551,11 @@ def _independent_units(opened: list[_Opened]) -> int:
 
 
 def _decode_independent(
-    streams: list[bytes], model: ARDM | None, progress: Progress | None = None
+    streams: list[bytes], model: ARDM | None, progress: Progress | None = None,
+    joiner: int | None = None,
 ) -> list[torch.Tensor]:
     """Decode one-item streams; those that share a schedule are decoded in lockstep."""
-    opened = _open_independent(streams, model)
+    opened = _open_independent(streams, model, joiner)
     out: list[torch.Tensor] = [torch.empty(0)] * len(streams)
     groups: dict[tuple, list[int]] = {}
     for i, o in enumerate(opened):
@@ -469,16 +576,27 @@ def _decode_independent(
                 out[i] = _finish(the_model, o.coder.state(), o.coder.num_words(), o.header,
                                  fingerprint, values, [length], dtype)
             continue
-        batch = _core.AnsCoderBatch.from_compact_bytes_list(
-            [opened[i].coder.to_compact_bytes() for i in idx]
-        )
+        # One coder batch per evaluation chunk of items: each chunk is popped as it comes.
+        rows = _coding_rows(the_model)
+        data = [opened[i].coder.to_compact_bytes() for i in idx]
+        batches = [_core.AnsCoderBatch.from_compact_bytes_list(data[k : k + rows])
+                   for k in range(0, len(data), rows)]
         group = _Group.build(the_model, list(range(len(idx))), length, budget, seed)
-        values = _decode_group(the_model, group, batch.pop, progress)
-        states, words = batch.states(), batch.num_words()
+        values = _decode_group(the_model, group, _batch_pop(batches, rows), progress)
+        states = np.concatenate([b.states() for b in batches])
+        words = np.concatenate([b.num_words() for b in batches])
         for j, i in enumerate(idx):
             out[i] = _finish(the_model, int(states[j]), int(words[j]), opened[i].header,
                              fingerprint, values[j : j + 1], [length], dtype)
     return out
+
+
+def _batch_pop(batches: list[_core.AnsCoderBatch], rows: int) -> Callable[[slice, np.ndarray], np.ndarray]:
+    """Pop a chunk of rows from the coder batch of its items (one batch per ``rows`` items)."""
+    def pop(chunk: slice, logits: np.ndarray) -> np.ndarray:
+        return batches[chunk.start // rows].pop(logits)
+
+    return pop
 
 
 def _finish(model: ARDM, state: int, words_left: int, header: StreamHeader, fingerprint: int,
@@ -505,6 +623,7 @@ def compress(
     order_seed: int | None = None,
     mode: str = "joint",
     progress: Progress | None = None,
+    sample_rate: int | None = None,
 ) -> bytes:
     """Compress integer data losslessly.
 
@@ -520,6 +639,9 @@ def compress(
         progress: called with the number of network calls (policy steps) just made, as they are
             made; they sum to :func:`coding_steps` of the same arguments. The blob is the same
             with or without it.
+        sample_rate: audio models only: the rate in Hz that :func:`blob_sample_rate` gives
+            back (``ardm decompress`` writes it into the WAV); ``None`` is the modality's
+            8,000 Hz. It does not change how the samples are coded.
 
     Example:
         >>> import ardm
@@ -532,20 +654,21 @@ def compress(
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     budget = _check_budget(model, budget)
     seed = _check_seed(model, order_seed)
+    rate = _check_rate(model, sample_rate)
     items = to_items(x, model.data_shape, model.num_classes)
     raw_bits = [n * math.log2(model.num_classes) for n in items.lengths]
     with torch.no_grad():
         if mode == "joint" or items.layout == LAYOUT_ONE:
             raw = [False] * len(items.lengths)
-            stream, bits = _encode_stream(model, items, budget, seed, raw, progress)
+            stream, bits = _encode_stream(model, items, budget, seed, raw, progress, rate)
             worse = [bool(b > r) for b, r in zip(bits, raw_bits)]
             if any(worse):  # rare: code again with those items raw (not reported: see coding_steps)
-                stream, _ = _encode_stream(model, items, budget, seed, worse)
+                stream, _ = _encode_stream(model, items, budget, seed, worse, None, rate)
             return stream
-        streams = _encode_independent(model, items, budget, seed, progress)
+        streams = _encode_independent(model, items, budget, seed, progress, rate)
         joiner = JOIN_CONCAT if items.layout == LAYOUT_SEQUENCE else JOIN_STACK
         if not streams:  # an empty sequence: one stream that says so
-            stream, _ = _encode_stream(model, items, budget, seed, [])
+            stream, _ = _encode_stream(model, items, budget, seed, [], None, rate)
             return stream
         return pack_streams(streams, joiner)
 
@@ -602,7 +725,7 @@ def decoding_steps(blob: bytes, model: ARDM | None = None) -> int:
             _, _, header, the_model = _open_one(streams[0], model)
             lengths = _stream_lengths(the_model, streams[0], header)
             return _units(the_model, lengths, _settings(the_model, header)[1])
-        return _independent_units(_open_independent(streams, model))
+        return _independent_units(_open_independent(streams, model, joiner))
 
 
 @contextlib.contextmanager
@@ -636,7 +759,7 @@ def decompress(
         if joiner is None:
             parts = [_decode_one(streams[0], model, progress)]
         else:
-            parts = _decode_independent(streams, model, progress)
+            parts = _decode_independent(streams, model, progress, joiner)
     if joiner is None:
         return parts[0]
     if joiner == JOIN_CONCAT:
@@ -678,6 +801,25 @@ def _model_for(header: StreamHeader, model: ARDM | None) -> ARDM:
     from ardm.pretrained import load
 
     return load(header.model)
+
+
+def blob_sample_rate(blob: bytes, model: ARDM | None = None) -> int | None:
+    """The sample rate (Hz) an audio blob was compressed with, or None for other data; reads the
+    header only (no network calls). ``model`` as for :func:`decompress`.
+
+    Example:
+        >>> import ardm
+        >>> blob_sample_rate(ardm.compress(ardm.bundled_images()[0], budget=5)) is None
+        True
+    """
+    joiner, streams = unpack_streams(blob)
+    with _named_errors(blob):
+        coder, reader, header, the_model = _open_one(streams[0], model)
+        if not _has_rate(the_model):
+            return None
+        lengths = _stream_lengths(the_model, streams[0], header)
+        header.read_raw_flags(reader, len(lengths) if joiner is None else 1, True)
+    return get_modality(the_model.modality).sample_rate if header.sample_rate is None else header.sample_rate
 
 
 def blob_model(blob: bytes) -> str | None:

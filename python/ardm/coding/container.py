@@ -68,6 +68,7 @@ P_BUDGET = 0.25  # the budget differs from the model's default
 P_SEED = 2.0**-6  # the order seed differs from the model's
 P_DTYPE = 2.0**-5  # the dtype differs from the modality's
 DTYPE_TABLE = (1.0,) * len(DTYPES)
+P_RATE = 2.0**-4  # audio only: the sample rate differs from the modality's (8,000 Hz)
 # Items stored as their raw values (the model would code them worse): none, all, or some (then
 # one flag of P = 1/2 per item).
 RAW_TABLE = (0.9, 0.05, 0.05)
@@ -82,7 +83,9 @@ class StreamHeader:
     ``count`` is the number of items (``LAYOUT_BATCH``) or of values (``LAYOUT_SEQUENCE``);
     ``dtype``, ``budget`` and ``order_seed`` are None where they are the defaults (the
     modality's dtype, the model's default budget and order seed);
-    ``raw`` says for every item whether it is stored raw.
+    ``raw`` says for every item whether it is stored raw; ``has_rate`` whether the model's
+    modality carries a sample rate (audio: the field exists only there, so other blobs do not
+    pay for it) and ``sample_rate`` that rate where it is not the modality's.
     """
 
     model: str | None
@@ -93,6 +96,8 @@ class StreamHeader:
     budget: int | None = None
     order_seed: int | None = None
     raw: list[bool] = field(default_factory=list)
+    has_rate: bool = False
+    sample_rate: int | None = None
 
     def write(self, w: FieldWriter) -> None:
         """Write the fields in reading order (the raw flags last)."""
@@ -114,6 +119,10 @@ class StreamHeader:
         w.flag(self.dtype is not None, P_DTYPE)
         if self.dtype is not None:
             w.choice(DTYPES.index(self.dtype), DTYPE_TABLE)
+        if self.has_rate:
+            w.flag(self.sample_rate is not None, P_RATE)
+            if self.sample_rate is not None:
+                w.uint(self.sample_rate)
         summary = RAW_ALL if all(self.raw) else RAW_SOME if any(self.raw) else RAW_NONE
         w.choice(summary, RAW_TABLE)
         if summary == RAW_SOME:
@@ -141,7 +150,12 @@ class StreamHeader:
             header.dtype = DTYPES[r.choice(DTYPE_TABLE)]
         return header
 
-    def read_raw_flags(self, r: FieldReader, num_items: int) -> None:
+    def read_raw_flags(self, r: FieldReader, num_items: int, has_rate: bool = False) -> None:
+        """Read the fields whose presence or number depends on the model: the sample rate
+        (``has_rate``: the model's modality carries one) and the raw flags."""
+        self.has_rate = has_rate
+        if has_rate and r.flag(P_RATE):
+            self.sample_rate = r.uint()
         summary = r.choice(RAW_TABLE)
         if summary == RAW_SOME:
             self.raw = [r.flag(0.5) for _ in range(num_items)]
@@ -153,6 +167,8 @@ class StreamHeader:
         (little-endian bytes of their dtype, C order): where the stream's coder starts."""
         fields = [self.model, self.fingerprint16, self.layout, self.count, self.dtype,
                   self.budget, self.order_seed, [int(r) for r in self.raw]]
+        if self.has_rate:
+            fields.append(self.sample_rate)
         crc = zlib.crc32(fingerprint.to_bytes(4, "little"))
         crc = zlib.crc32(json.dumps(fields).encode(), crc)
         for item in items:
@@ -281,6 +297,8 @@ def unpack_streams(blob: bytes) -> tuple[int | None, list[bytes]]:
             for _ in range(r):
                 low = (low << 1) | reader.read()
             lengths.append(base + (q << r) + low)
+        if reader.bit % 8 and blob[reader.bit // 8] & (0xFF >> (reader.bit % 8)):
+            raise ValueError("corrupted blob: the padding after its stream lengths is not zero")
         pos = (reader.bit + 7) // 8
     rest = len(blob) - pos - sum(lengths)
     if rest < 4 or any(n < 4 for n in lengths):

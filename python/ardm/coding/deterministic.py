@@ -3,51 +3,120 @@
 Lossless decoding needs the very same logits that encoding used. On the CPU, PyTorch picks
 different kernels for different batch sizes (a batch of one differs from a batch of eight in the
 last bits) and splits reductions differently for different thread counts. So every network call of
-the codec runs on a fixed evaluation shape of ``EVAL_ROWS`` rows (a short chunk is padded by
-repeating its first row) with one intra-op thread; chunks run in parallel on a small thread pool.
-Each row's result then depends only on that row, never on its neighbours or on the torch settings.
+the codec runs on a fixed evaluation shape of ``rows`` rows (``EVAL_ROWS``, or the modality's
+``coding_rows``: audio items are large enough to run one at a time; a short chunk is padded by
+repeating its first row) with one intra-op thread. Each row's result then depends only on that
+row, never on its neighbours or on the torch settings.
+
+Why a pool of our own threads: ``torch.set_num_threads`` writes a process-wide value, but what a
+kernel actually uses is the *calling thread's* OpenMP (and MKL) thread count, which each thread
+copies from the process-wide value the first time it runs a parallel op and after that changes
+only when that thread itself calls ``torch.set_num_threads``. Switching the calling thread to one
+thread and back (and evaluating on fresh threads, which copy whatever the process-wide value is at
+that moment) lets any other thread that calls ``torch.set_num_threads`` meanwhile, or another
+``compress`` doing the same switch, change the numbers a blob is built from. Instead every chunk
+runs on one of a few long-lived threads of this module, each set to one intra-op thread once, when
+it starts (under a lock, the process-wide value restored right after), and checked again before
+and after every chunk: a chunk evaluated while its thread's count was not 1 (possible only with a
+non-OpenMP build of torch, where the count is process-wide) is evaluated again. The caller's
+thread is never switched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 EVAL_ROWS = 8  # part of the format: changing it changes the logits, so it is pinned per version
+# A chunk evaluated while another thread kept changing a process-wide thread count (non-OpenMP
+# builds only) is tried this many times before it is an error.
+MAX_TRIES = 100
+
+_POOL_LOCK = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process id that made it, the pool)
+_thread = threading.local()  # .evaluates: this is one of the pool's threads
 
 
-@contextlib.contextmanager
-def one_intra_op_thread() -> Iterator[None]:
-    """Run torch ops single-threaded inside the block; restore the caller's setting after."""
+def _num_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the platform says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _one_thread_here() -> None:
+    """Make the current thread's torch ops single-threaded (a pool thread: nobody restores it)."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _start_pool() -> ThreadPoolExecutor:
+    """The evaluation threads, every one started and set to one intra-op thread now."""
+    size = _num_cpus()
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="ardm-eval")
+    barrier = threading.Barrier(size)
+
+    def start() -> None:  # every task waits for the others, so each runs on its own thread
+        _one_thread_here()
+        _thread.evaluates = True
+        barrier.wait(timeout=60)
+
     try:
-        yield
+        for future in [pool.submit(start) for _ in range(size)]:
+            future.result()
     finally:
+        # Setting a thread's count also set the process-wide value: give the caller's back.
         torch.set_num_threads(previous)
+    return pool
 
 
-def _pad_rows(rows: torch.Tensor) -> torch.Tensor:
-    missing = EVAL_ROWS - rows.shape[0]
+def _evaluation_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _POOL_LOCK:
+        if _pool is None or _pool[0] != os.getpid():  # a forked child has no threads of it
+            _pool = (os.getpid(), _start_pool())
+        return _pool[1]
+
+
+def _pad_rows(rows: torch.Tensor, count: int) -> torch.Tensor:
+    """Exactly ``count`` rows, a fresh contiguous tensor whatever the input's strides."""
+    missing = count - rows.shape[0]
     if missing == 0:
-        return rows
+        return rows.contiguous()
     return torch.cat([rows, rows[:1].expand(missing, *rows.shape[1:])])
+
+
+def _single_threaded(compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()`` on this (pool) thread with one intra-op thread from start to end."""
+    for _ in range(MAX_TRIES):
+        _one_thread_here()
+        out = compute()
+        if torch.get_num_threads() == 1:
+            return out
+    raise RuntimeError(
+        "another thread keeps changing torch's thread count during coding; the network outputs "
+        "cannot be made reproducible"
+    )
 
 
 def evaluate_in_fixed_chunks(
     fn: Callable[..., torch.Tensor],
     *inputs: torch.Tensor,
     workers: int | None = None,
+    rows: int = EVAL_ROWS,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield ``(rows, outputs)`` for consecutive chunks of rows of ``fn(*inputs)``.
 
-    Every input holds one row per item along its first axis; ``fn`` sees exactly
-    ``EVAL_ROWS`` rows of each at a time.
+    Every input holds one row per item along its first axis; ``fn`` sees exactly ``rows`` rows
+    of each at a time (part of the format: the modality's ``coding_rows``), on one of this
+    module's evaluation threads with one intra-op thread, whatever other threads do meanwhile.
+    At most ``workers`` chunks (default: the number of CPUs) run at once.
 
     ``outputs`` is float32 numpy of shape (len(rows), *fn's per-row output shape). Chunks come
     back in order.
@@ -59,26 +128,28 @@ def evaluate_in_fixed_chunks(
         [(0, 3, (3, 2, 3))]
     """
     num_rows = inputs[0].shape[0]
-    slices = [slice(i, min(i + EVAL_ROWS, num_rows)) for i in range(0, num_rows, EVAL_ROWS)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(slices)))
+    slices = [slice(i, min(i + rows, num_rows)) for i in range(0, num_rows, rows)]
+    workers = max(1, min(workers or _num_cpus(), len(slices)))
 
-    def run(rows: slice) -> np.ndarray:
-        with torch.inference_mode():
-            out = fn(*[_pad_rows(tensor[rows]) for tensor in inputs]).float()
-        return out[: rows.stop - rows.start].cpu().numpy()
+    def run(chunk: slice) -> np.ndarray:
+        def compute() -> np.ndarray:
+            with torch.inference_mode():
+                out = fn(*[_pad_rows(tensor[chunk], rows) for tensor in inputs]).float()
+            return out[: chunk.stop - chunk.start].cpu().numpy()
 
-    with one_intra_op_thread():
-        if workers == 1:
-            for rows in slices:
-                yield rows, run(rows)
-            return
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # Keep at most 2 chunks per worker in flight so memory stays bounded.
-            pending = []
-            for rows in slices:
-                pending.append((rows, pool.submit(run, rows)))
-                if len(pending) >= 2 * workers:
-                    done_rows, future = pending.pop(0)
-                    yield done_rows, future.result()
-            for done_rows, future in pending:
-                yield done_rows, future.result()
+        return _single_threaded(compute)
+
+    if getattr(_thread, "evaluates", False):  # called from inside an evaluation: no waiting on
+        for chunk in slices:                  # the pool from one of its own threads
+            yield chunk, run(chunk)
+        return
+    pool = _evaluation_pool()
+    # Keep at most 2 chunks per worker in flight so memory stays bounded.
+    pending: list[tuple[slice, Future[np.ndarray]]] = []
+    for chunk in slices:
+        pending.append((chunk, pool.submit(run, chunk)))
+        if len(pending) >= 2 * workers:
+            done_rows, future = pending.pop(0)
+            yield done_rows, future.result()
+    for done_rows, future in pending:
+        yield done_rows, future.result()

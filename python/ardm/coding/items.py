@@ -54,12 +54,19 @@ def to_items(x: object, data_shape: tuple[int, ...], num_classes: int) -> Items:
     """Validate ``x`` (see the module docstring) and cut it into items."""
     if isinstance(x, (bytes, bytearray, memoryview)):
         x = np.frombuffer(bytes(x), dtype=np.uint8)
+    if isinstance(x, np.ma.MaskedArray):
+        raise ValueError("x is a masked array, whose mask would be lost: pass x.filled() or x.data")
     if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "iu":
+        if x.dtype.kind not in "iu" or x.dtype.fields is not None:
             raise ValueError(f"x must hold integers, got dtype {x.dtype}")
-        x = torch.from_numpy(np.array(x))  # a copy: the input may be read-only or non-native
+        # a native-order copy: the input may be read-only, strided or big-endian
+        x = torch.from_numpy(np.array(x, dtype=x.dtype.newbyteorder("="), order="C"))
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be an integer tensor, array or bytes, got {type(x).__name__}")
+    if x.layout != torch.strided or x.is_nested or x.is_meta:
+        kind = "meta" if x.is_meta else "nested" if x.is_nested else str(x.layout).split(".")[-1]
+        raise ValueError(f"x is a {kind} tensor; compress a dense tensor that holds its values")
+    x = x.detach().cpu()
     dtype = str(x.dtype).removeprefix("torch.")
     if dtype not in DTYPES:
         raise ValueError(f"x must have an integer dtype ({', '.join(DTYPES)}), got {dtype}")

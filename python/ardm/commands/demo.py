@@ -1,7 +1,7 @@
 """`ardm demo`: the shipped models at work. The image model compresses real test images at several
 budgets, every round trip verified, side by side with PNG and WebP; the text model compresses
 KJV test records of 256 bytes one by one against xz and zlib, writes a sample and fills in a
-masked verse."""
+masked verse; the speech model compresses short test WAVs, each alone, against FLAC."""
 
 from __future__ import annotations
 
@@ -18,27 +18,32 @@ from PIL import Image
 from tqdm import tqdm
 
 from ardm.coding.codec import compress, decompress, split
-from ardm.pretrained import PRETRAINED, bundled_images, bundled_text, load
+from ardm.pretrained import PRETRAINED, bundled_audio, bundled_images, bundled_text, load
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="the shipped models at work: compress images and text, sample, infill",
+        help="the shipped models at work: compress images, text and speech, sample, infill",
         description="Load the shipped Fashion-MNIST model, compress the bundled test images and, "
         "if the dataset package is installed, more test images, at several budgets; verify every "
         "round trip; print bits/dim against PNG and WebP and save a plot. Then the shipped KJV "
         "text model: bundled test records of 256 bytes, each compressed alone, against xz and "
-        "zlib; a sample; a masked verse filled in.",
+        "zlib; a sample; a masked verse filled in. Then the shipped speech model: bundled test "
+        "speech files, each compressed alone, against FLAC -8 when flac is installed.",
     )
     p.add_argument("--model", default=None, help="shipped model name or run directory")
     p.add_argument("--budgets", default="10,20,50,100", help="comma-separated budgets")
     p.add_argument(
         "--test-images", type=int, default=54, help="extra Fashion-MNIST test images (0: none)"
     )
-    p.add_argument("--plot", default="ardm-demo.png", help="where to save the plot (PNG)")
+    p.add_argument("--plot", default="ardm-demo.png",
+                   help="where to save the plot (PNG; replaced if it exists)")
     p.add_argument("--text-budgets", default="20,64", help="comma-separated budgets for text")
-    p.add_argument("--no-text", dest="text", action="store_false", help="images only")
+    p.add_argument("--no-text", dest="text", action="store_false", help="leave text out")
+    p.add_argument("--audio-budget", type=int, default=20,
+                   help="network calls per 8,000-sample chunk for the speech model")
+    p.add_argument("--no-audio", dest="audio", action="store_false", help="leave audio out")
     return p
 
 
@@ -64,18 +69,70 @@ def _images(count: int) -> tuple[torch.Tensor, str]:
     return images, source
 
 
-def _budgets(text: str, flag: str) -> list[int]:
+def _budgets(text: str, flag: str, model=None) -> list[int]:
+    """The budgets of ``flag``, each checked against ``model``'s range before any work."""
     try:
-        return sorted({int(b) for b in text.split(",")})
+        budgets = sorted({int(b) for b in text.split(",")})
     except ValueError as err:
         raise ValueError(f"{flag} must be comma-separated integers: {text}") from err
+    for budget in budgets:
+        if model is not None and not model.min_budget <= budget <= model.max_budget:
+            raise ValueError(f"{flag}: budget {budget} is out of range: the model takes "
+                             f"{model.min_budget}..{model.max_budget} network calls")
+    return budgets
 
 
 def run(args: argparse.Namespace) -> int:
+    text = args.text and (PRETRAINED["kjv"] / "config.json").exists()
+    if text:
+        _budgets(args.text_budgets, "--text-budgets", load("kjv"))
+    if not Path(args.plot).parent.is_dir():
+        raise ValueError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does "
+                         "not exist")
+    audio = args.audio and (PRETRAINED["speech"] / "config.json").exists()
+    if audio:
+        _budgets(str(args.audio_budget), "--audio-budget", load("speech"))
     status = _image_demo(args)
-    if status == 0 and args.text and (PRETRAINED["kjv"] / "config.json").exists():
+    if status == 0 and text:
         status = _text_demo(_budgets(args.text_budgets, "--text-budgets"))
+    if status == 0 and audio:
+        status = _audio_demo(args.audio_budget)
     return status
+
+
+def _audio_demo(budget: int) -> int:
+    import shutil
+    import subprocess
+    import tempfile
+
+    from ardm.modalities.audio import samples_from_values, write_wav
+
+    model = load("speech")
+    clips = bundled_audio()
+    flac = shutil.which("flac")
+    print(f"\naudio: {len(clips)} bundled test files of the asterisk split (8 kHz speech), each "
+          f"compressed alone at {budget} network calls per 8,000-sample chunk"
+          + ("" if flac else "; install flac to see FLAC -8 beside it"))
+    print(f"{'file':>14}{'samples':>9}{'ARDM b/sample':>15}{'FLAC -8':>9}{'enc s':>7}{'dec s':>7}  round trip")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, values in clips.items():
+            t0 = time.perf_counter()
+            blob = compress(values, model, budget=budget)
+            t1 = time.perf_counter()
+            ok = torch.equal(decompress(blob, model), values)
+            t2 = time.perf_counter()
+            flac_bps = float("nan")
+            if flac:
+                wav = write_wav(Path(tmp) / "x.wav", samples_from_values(values.numpy()), 8000)
+                subprocess.run([flac, "-8", "--no-padding", "-s", "-f", "-o", f"{wav}.flac",
+                                str(wav)], check=True)
+                flac_bps = 8 * Path(f"{wav}.flac").stat().st_size / values.numel()
+            tqdm.write(f"{name:>14}{values.numel():>9}{8 * len(blob) / values.numel():>15.3f}"
+                       f"{flac_bps:>9.3f}{t1 - t0:>7.1f}{t2 - t1:>7.1f}  "
+                       f"{'bit-exact' if ok else 'FAILED'}")
+            if not ok:
+                return 1
+    return 0
 
 
 def _text_demo(budgets: list[int]) -> int:
@@ -115,8 +172,8 @@ def _text_demo(budgets: list[int]) -> int:
 
 def _image_demo(args: argparse.Namespace) -> int:
     model = load(args.model)
+    budgets = _budgets(args.budgets, "--budgets", model)
     x, source = _images(args.test_images)
-    budgets = _budgets(args.budgets, "--budgets")
     dims = x.numel()
     flat = x.numpy().reshape(len(x), *x.shape[-2:])
     png_bpd = _codec_bits(flat, "PNG", optimize=True) / dims

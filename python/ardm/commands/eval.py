@@ -2,6 +2,7 @@
 
 Example:
     ardm eval runs/fm --budgets 784,200,100,50,20,10 --test-size 500 --plots plots/
+    torchrun --nproc_per_node=4 -m ardm.cli eval runs/fm --test-size 10000   # sharded
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 import time
 from pathlib import Path
 
+from ardm.distributed import Dist, process_group
 from ardm.evaluate import (
     EvalRow,
     ensure_step_losses,
@@ -35,7 +37,9 @@ test items (the size ardm compress reaches), computed when the policy has few en
 "DP": the cost the budget DP predicts from the sorted per-step losses. For an upscale model it
 shows the optimal split of the budget across stages, the paper's equal split (both with the DP
 within each stage) and the naive policy, with the calls per stage. If the model has no per-step
-losses they are estimated first on held-out training items (and not saved).
+losses they are estimated first on held-out training items (and not saved). Under torchrun
+(torchrun --nproc_per_node=N -m ardm.cli eval ...) each process takes every N-th chunk of
+--batch-size test items and rank 0 prints the numbers one process prints.
 
 examples:
   ardm eval runs/fm
@@ -129,39 +133,50 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.exact_images < 0 or args.exact_max_calls < 0:
         raise ValueError("--exact-images and --exact-max-calls must be >= 0")
+    with process_group("cpu") as d:  # under torchrun: each rank its share, rank 0 prints
+        return _evaluate(args, d)
+
+
+def _evaluate(args: argparse.Namespace, d: Dist) -> int:
+    say = print if d.is_main else _quiet
+    progress = args.progress and d.is_main
     model, config = resolve_run(args.run)
     kind = "upscale" if model.num_stages > 1 else "order-agnostic"
     low, high = model.min_budget, model.max_budget
     budgets = parse_budgets(args.budgets or _default_budgets(low, high), model)
     extra = f", S = {model.num_stages} stages of b = {model.symbols_per_step}" if kind == "upscale" else ""
-    print(
+    say(
         f"{args.run or 'shipped model'}: {kind} ARDM, D = {model.num_vars}, "
         f"K = {model.num_classes}{extra}; budgets {low}..{high}"
     )
     if not model.has_step_losses():
         held, source = load_held_out_images(model, config, args.holdout_size, args.data)
-        print(f"the model has no per-step losses: estimating them on {source} "
-              f"({args.step_loss_evals} evaluation(s) per step; not saved)")
+        say(f"the model has no per-step losses: estimating them on {source} "
+            f"({args.step_loss_evals} evaluation(s) per step; not saved)")
         ensure_step_losses(model, held, args.step_loss_evals, args.batch_size, args.seed,
-                           args.progress)
+                           progress)  # every rank alike (the same generator)
     images, source = load_test_images(model, config, args.test_size, args.data)
-    print(f"{source}, {args.repeats} estimate(s) per item, seed {args.seed}; exact fixed-order "
-          f"values on {min(args.exact_images, len(images))} item(s) for policies of <= "
-          f"{args.exact_max_calls} calls")
+    say(f"{source}, {args.repeats} estimate(s) per item, seed {args.seed}; exact fixed-order "
+        f"values on {min(args.exact_images, len(images))} item(s) for policies of <= "
+        f"{args.exact_max_calls} calls")
     start = time.perf_counter()
     rows = evaluate_budgets(
         model, images, budgets, seed=args.seed, repeats=args.repeats,
         batch_size=args.batch_size, exact_images=args.exact_images,
-        exact_max_calls=args.exact_max_calls, progress=args.progress,
+        exact_max_calls=args.exact_max_calls, progress=progress,
     )
     for line in format_table(rows):
-        print(line)
-    print(f"({time.perf_counter() - start:.1f} s; bits/dim: test estimate +- standard error; "
-          "exact: fixed coding order; DP: predicted from the sorted step losses)")
-    if args.plots:
+        say(line)
+    say(f"({time.perf_counter() - start:.1f} s; bits/dim: test estimate +- standard error; "
+        "exact: fixed coding order; DP: predicted from the sorted step losses)")
+    if args.plots and d.is_main:
         for path in save_plots(model, rows, Path(args.plots)):
-            print(f"plot: {path}")
+            say(f"plot: {path}")
     return 0
+
+
+def _quiet(*_: object) -> None:
+    pass
 
 
 def save_plots(model, rows: list[EvalRow], folder: Path) -> list[Path]:

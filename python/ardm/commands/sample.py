@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ardm.evaluate import (
     ensure_step_losses,
@@ -52,7 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="divides the logits before sampling (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of orders and draws (default: %(default)s)")
     add("-o", "--output", default=None,
-        help="preview file (default: samples.png for images, samples.txt for text)")
+        help="preview file, replaced if it exists (default: samples.png for images, "
+             "samples.txt for text)")
     add("--scale", type=int, default=2, help="pixels per image pixel in the PNG (default: %(default)s)")
     add("--data", default=None,
         help="dataset for estimating missing step losses (default: the run's training dataset)")
@@ -64,6 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ardm sample`` with parsed arguments; returns the exit status."""
+    if args.output and Path(args.output).is_dir():
+        raise ValueError(f"-o {args.output} is a directory; give the preview file's name")
     model, config = resolve_run(args.run)
     high = model.max_budget
     budget = min(args.budget, high)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
+from pathlib import Path
 
+from ardm.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE
 from ardm.modalities import MODALITIES
 from ardm.models import MODEL_KINDS, PARAMETRIZATIONS
 from ardm.models.stage_budget import SPLITS
@@ -92,6 +96,9 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="evaluations per step t when estimating per-step losses (default: %(default)s)")
     add("--seed", type=int, default=defaults["seed"], help="random seed (default: %(default)s)")
     add("--resume", action="store_true", help="continue from OUT/train_state.pt if it exists")
+    add("--force", action="store_true",
+        help="start afresh in an OUT that holds a run, deleting its files first (without "
+             "--resume or --force, ardm train refuses such an OUT)")
     add("--device", default=defaults["device"], help="cpu or cuda (default: %(default)s)")
     add("--precision", default=defaults["precision"], choices=PRECISIONS,
         help="training arithmetic: auto is bf16 autocast on CUDA, fp32 on a CPU; bf16 on a "
@@ -116,8 +123,45 @@ def run(args: argparse.Namespace) -> int:
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    _check_device(cfg.device)
+    _check_out(Path(cfg.out), resume=cfg.resume, force=getattr(args, "force", False))
     train(cfg)
     return 0
+
+
+def _check_device(device: str) -> None:
+    """A ``ValueError`` for a device torch does not know or this machine does not have."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device {device}: not a device; use --device cpu or cuda") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu")
+
+
+#: The files of a run directory; ``--force`` deletes them (and nothing else) before training.
+RUN_FILES = (CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, "metrics.jsonl")
+
+
+def _check_out(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to train over an existing run unless ``resume`` continues it or ``force`` replaces
+    it (then its files are deleted first, so no old checkpoint or metrics mix with the new)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run directory")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present or resume:
+        return
+    if not force:
+        raise ValueError(
+            f"--out {out} already holds a run ({', '.join(present)}); pass --resume to continue "
+            "it, --force to replace it, or another --out"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process deletes
+        for name in present:
+            (out / name).unlink(missing_ok=True)
+        print(f"--force: deleted the run in {out} ({', '.join(present)})", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Modalities (:mod:`ardm.modalities.base`): images and text; a new modality is a new file here.
+"""Modalities (:mod:`ardm.modalities.base`): images, text and audio; a new modality is a new file here.
 
 Example:
     >>> get_modality("image").num_classes
@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ardm.modalities.audio import AUDIO
 from ardm.modalities.base import Modality
 from ardm.modalities.image import IMAGE
 from ardm.modalities.text import TEXT
 
 __all__ = ["MODALITIES", "Modality", "get_modality", "modality_for_path"]
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in (IMAGE, TEXT)}
+MODALITIES: dict[str, Modality] = {m.name: m for m in (IMAGE, TEXT, AUDIO)}
 
 
 def get_modality(name: str) -> Modality:

@@ -34,10 +34,20 @@ class Modality(Protocol):
     #: The net (``ardm.nets.NETS``) and auxiliary cross-entropy weight ``ardm train`` defaults to.
     default_net: str
     default_ce_weight: float
+    #: The model kind (``ardm.models.MODEL_KINDS``) and branching factor ``ardm train`` uses
+    #: when none is given (the factor matters only for upscale models).
+    default_model: str
+    default_branch_factor: int
     #: File suffixes that ``ardm compress`` routes to this modality's shipped model.
     file_suffixes: tuple[str, ...]
     #: The suffix of :meth:`save_preview`'s files (``.png`` for images, ``.txt`` for text).
     preview_suffix: str
+    #: Rows per network evaluation when coding (part of the format, see
+    #: :mod:`ardm.coding.deterministic`): 8 for small items, 1 for items as large as audio chunks.
+    coding_rows: int
+    #: The sample rate (Hz) a blob of this modality records unless told another (audio: 8,000);
+    #: None: its data has none (the container then has no such field).
+    sample_rate: int | None
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
         """A dataset split as integer items (N, *item_shape) with values in 0..K-1."""
@@ -47,8 +57,15 @@ class Modality(Protocol):
         """A user's file as integer data for a model of ``data_shape`` (exactly, or an error)."""
         ...
 
-    def write_file(self, path: str | os.PathLike, data: np.ndarray) -> Path:
-        """Write decoded data back in the file's own format; returns the path written."""
+    def file_sample_rate(self, path: str | os.PathLike) -> int | None:
+        """The sample rate of a file :meth:`read_file` reads (audio), None for other data."""
+        ...
+
+    def write_file(
+        self, path: str | os.PathLike, data: np.ndarray, sample_rate: int | None = None
+    ) -> Path:
+        """Write decoded data back in the file's own format (audio at ``sample_rate``, its
+        modality's when None); returns the path written."""
         ...
 
     def save_preview(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ardm.coding.deterministic import EVAL_ROWS
 from ardm.data import load_dataset
 from ardm.files import IMAGE_SUFFIXES, default_output_suffix, read_array, write_array
 
@@ -68,7 +69,11 @@ class ImageModality:
     datasets = ("fashion-mnist",)
     default_net = "unet"
     default_ce_weight = 1e-3  # the paper's for images
+    default_model = "oa"
+    default_branch_factor = 4
     preview_suffix = ".png"
+    coding_rows = EVAL_ROWS
+    sample_rate = None
     file_suffixes = tuple(sorted(IMAGE_SUFFIXES | {".npy"}))
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
@@ -77,7 +82,14 @@ class ImageModality:
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
         return read_array(path, data_shape)
 
-    def write_file(self, path: str | os.PathLike, data: np.ndarray) -> Path:
+    def file_sample_rate(self, path: str | os.PathLike) -> int | None:
+        return None  # no sample rate in this modality
+
+    def write_file(
+        self, path: str | os.PathLike, data: np.ndarray, sample_rate: int | None = None
+    ) -> Path:
+        if sample_rate is not None:
+            raise ValueError(f"{self.name} data has no sample rate, got {sample_rate}")
         target = Path(path)
         if not target.suffix:
             target = target.with_name(target.name + default_output_suffix(data))

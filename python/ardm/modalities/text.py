@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ardm.coding.deterministic import EVAL_ROWS
+
 __all__ = ["TEXT", "TextModality", "chunk_bytes", "load_text_bytes", "printable", "split_bytes"]
 
 KJV_COMMAND = ("bible", "-f", "-l", "10000", "gen1:1-rev22:21")
@@ -104,7 +106,11 @@ class TextModality:
     datasets = ("kjv",)
     default_net = "transformer"
     default_ce_weight = 1e-4  # the paper's for text
+    default_model = "oa"
+    default_branch_factor = 4
     preview_suffix = ".txt"
+    coding_rows = EVAL_ROWS
+    sample_rate = None
     file_suffixes = _TEXT_SUFFIXES
     #: Bytes per item of the models trained here (``ardm train`` cuts datasets so).
     item_length = 256
@@ -127,7 +133,14 @@ class TextModality:
             )
         return np.frombuffer(Path(path).read_bytes(), dtype=np.uint8).copy()
 
-    def write_file(self, path: str | os.PathLike, data: np.ndarray) -> Path:
+    def file_sample_rate(self, path: str | os.PathLike) -> int | None:
+        return None  # no sample rate in this modality
+
+    def write_file(
+        self, path: str | os.PathLike, data: np.ndarray, sample_rate: int | None = None
+    ) -> Path:
+        if sample_rate is not None:
+            raise ValueError(f"{self.name} data has no sample rate, got {sample_rate}")
         if data.dtype != np.uint8 or data.ndim != 1:
             raise ValueError(f"text data must be 1-D uint8 bytes, got {data.dtype} {data.shape}")
         target = Path(path)

@@ -37,7 +37,9 @@ from ardm.models.timesteps import StratifiedSampler, TimestepSampler
 __all__ = ["ARDM", "LN2"]
 
 LN2 = math.log(2.0)
-_HEAD_METHODS = ("log_probs", "target_log_probs", "interval_log_probs")
+#: Step losses of models with more steps per stage are measured on a grid of this many steps.
+STEP_LOSS_GRID = 256
+_HEAD_METHODS = ("log_probs", "target_log_probs", "interval_log_probs", "adjacent_interval_log_probs")
 
 
 class ARDM(nn.Module):
@@ -255,16 +257,43 @@ class ARDM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For global steps t (B,) in 0..S*D-1: (levels (B, D), unrefined mask, within-stage t)
         under a fresh random order per item."""
+        return self._levels(t, self.random_ranks(t.shape[0], generator))
+
+    def _levels(
+        self, t: torch.Tensor, ranks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         t_within = t % self.num_vars
         level = self.num_stages - t // self.num_vars
-        ranks = self.random_ranks(t.shape[0], generator)
         refined = ranks < t_within.unsqueeze(1)
         return level.unsqueeze(1) - refined.long(), ~refined, t_within
 
     # ---- objective ------------------------------------------------------------------------------
 
+    def training_noise(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The random draws of one training step for ``batch`` items (Algorithm 1, lines 2-3):
+        steps ``t`` (B,), their loss weights (B,) and the ranks (B, D) of a random order each.
+
+        Under DDP every rank draws them for the global batch and passes its share of the rows
+        to :meth:`training_loss`, so the split over ranks does not change an item's draws.
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+            >>> t, weights, ranks = m.training_noise(3, torch.Generator().manual_seed(0))
+            >>> t.shape, weights.shape, ranks.shape
+            (torch.Size([3]), torch.Size([3]), torch.Size([3, 16]))
+        """
+        t, weights = self.timestep_sampler.sample(batch, device=self.device, generator=generator)
+        return t, weights, self.random_ranks(batch, generator)
+
     def training_loss(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The ARDM training loss (paper Algorithm 1, Eq. 4 once per stage), bits per dimension.
 
@@ -274,6 +303,7 @@ class ARDM(nn.Module):
         one of the S stage terms is drawn), plus ``ce_weight`` times the plain cross-entropy of
         every variable's symbol, known ones included (the paper's small auxiliary term).
 
+        ``noise`` (from :meth:`training_noise`) gives the draws instead of ``generator``.
         Returns the loss and ``{"bpd": the unbiased bound estimate, "ce_bpd": the auxiliary
         term}`` (both detached).
 
@@ -287,8 +317,11 @@ class ARDM(nn.Module):
         """
         x = self._check_x(x)
         batch, num_vars = x.shape[0], self.num_vars
-        t, weights = self.timestep_sampler.sample(batch, device=self.device, generator=generator)
-        levels, unrefined, t_within = self._random_levels(t, generator)
+        t, weights, ranks = self.training_noise(batch, generator) if noise is None else noise
+        if t.shape != (batch,) or weights.shape != (batch,) or ranks.shape != (batch, num_vars):
+            raise ValueError(f"noise for {batch} items must be t ({batch},), weights ({batch},) "
+                             f"and ranks ({batch}, {num_vars})")
+        levels, unrefined, t_within = self._levels(t, ranks)
         log_p = self._target_log_probs(x.flatten(1), levels).float()  # (B, D) nats
         nll = -(log_p * unrefined).sum(1)
         bound = nll * (self.num_stages * num_vars / (num_vars - t_within).to(log_p.dtype))
@@ -298,10 +331,13 @@ class ARDM(nn.Module):
         return loss, {"bpd": bpd.detach().mean(), "ce_bpd": ce_bpd.detach().mean()}
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Same as :meth:`training_loss` (so that DistributedDataParallel can wrap the model)."""
-        return self.training_loss(x, generator)
+        return self.training_loss(x, generator, noise)
 
     # ---- likelihood -----------------------------------------------------------------------------
 
@@ -544,10 +580,33 @@ class ARDM(nn.Module):
 
     # ---- per-step losses and policies -----------------------------------------------------------
 
+    def step_loss_grid(self) -> torch.Tensor:
+        """The within-stage steps :meth:`estimate_step_losses` evaluates: every step for
+        D <= ``STEP_LOSS_GRID`` (256), else that many evenly spaced ones (0 and D - 1 among them),
+        between which the losses are interpolated: a step's loss changes slowly with t, and
+        every step of an 8,000-sample audio item would cost hours of evaluations.
+
+        Example:
+            >>> from ardm.nets import build_net
+            >>> from ardm.models import OrderAgnosticARDM
+            >>> OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4)).step_loss_grid().numel()
+            16
+        """
+        d = self.num_vars
+        if d <= STEP_LOSS_GRID:
+            return torch.arange(d, device=self.device)
+        grid = torch.linspace(0, d - 1, STEP_LOSS_GRID, dtype=torch.float64).round().long()
+        return grid.unique().to(self.device)
+
+    def step_loss_evaluations(self, evals_per_step: int = 1) -> int:
+        """How many (item, step) evaluations :meth:`estimate_step_losses` makes (its progress)."""
+        return self.num_stages * int(self.step_loss_grid().numel()) * evals_per_step
+
     def _stratified_batches(
         self, data: torch.Tensor | Iterable[torch.Tensor], evals_per_step: int, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``(t, x)`` in which every global step t appears ``evals_per_step`` times."""
+        """Batches ``(t, x)`` in which every global step t of the grid appears
+        ``evals_per_step`` times."""
         if evals_per_step < 1 or batch_size < 1:
             raise ValueError("evals_per_step and batch_size must be >= 1")
         if not isinstance(data, torch.Tensor):
@@ -555,8 +614,11 @@ class ARDM(nn.Module):
         data = self._check_x(data)
         if data.shape[0] == 0:
             raise ValueError("need at least one data point to estimate step losses")
-        total = self.num_steps * evals_per_step
-        t_all = torch.arange(total, device=self.device) % self.num_steps
+        grid = self.step_loss_grid()
+        stages = torch.arange(self.num_stages, device=self.device)
+        steps = (stages[:, None] * self.num_vars + grid[None]).flatten()
+        total = steps.numel() * evals_per_step
+        t_all = steps.repeat(evals_per_step)
         item_all = torch.arange(total, device=self.device) % data.shape[0]
         for lo in range(0, total, batch_size):
             yield t_all[lo : lo + batch_size], data[item_all[lo : lo + batch_size]]
@@ -573,8 +635,9 @@ class ARDM(nn.Module):
         """Estimate the per-step losses (bits) on held-out data; store and return them.
 
         Entry [s, t] is the mean -log2 p of the symbol over the D - t variables not yet refined
-        at within-stage step t of stage s (paper Section 3.2). Stratified: every (stage, step)
-        gets ``evals_per_step`` evaluations (data items cycle too), each a fresh random order.
+        at within-stage step t of stage s (paper Section 3.2). Stratified: every (stage, step) of
+        :meth:`step_loss_grid` gets ``evals_per_step`` evaluations (data items cycle too), each
+        a fresh random order; steps between grid points are interpolated linearly.
 
         Example:
             >>> from ardm.nets import build_net
@@ -591,7 +654,14 @@ class ARDM(nn.Module):
             sums.index_add_(0, t, mean / LN2)
             if progress is not None:
                 progress(x.shape[0])
-        self.step_losses.copy_((sums / evals_per_step).view_as(self.step_losses))
+        per_stage = (sums / evals_per_step).view(self.num_stages, self.num_vars).cpu()
+        grid = self.step_loss_grid().cpu()
+        if grid.numel() < self.num_vars:  # interpolate between the evaluated steps
+            every = np.arange(self.num_vars)
+            per_stage = torch.from_numpy(np.stack(
+                [np.interp(every, grid.numpy(), row[grid].numpy()) for row in per_stage]
+            ))
+        self.step_losses.copy_(per_stage.reshape(self.step_losses.shape))
         return self.step_losses.clone()
 
     def _require_step_losses(self) -> None:

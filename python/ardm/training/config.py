@@ -9,7 +9,7 @@ Example:
     >>> TrainConfig(out="runs/x", net="nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown net 'nope'; choose one of ['transformer', 'unet']
+    ValueError: unknown net 'nope'; choose one of ['dilated', 'transformer', 'unet']
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ class TrainConfig:
     out: str
     modality: str | None = None
     data: str | None = None
-    model: str = "oa"
+    model: str | None = None
     net: str | None = None
-    branch_factor: int = 4
+    branch_factor: int | None = None
     parametrization: str = "data"
     budget_split: str = "optimal"
     preset: str = "small"
@@ -77,6 +77,10 @@ class TrainConfig:
             self.data = modality.default_dataset
         if self.net is None:
             self.net = modality.default_net
+        if self.model is None:
+            self.model = modality.default_model
+        if self.branch_factor is None:
+            self.branch_factor = modality.default_branch_factor
         if self.ce_weight is None:
             self.ce_weight = modality.default_ce_weight
         if self.model not in MODEL_KINDS:

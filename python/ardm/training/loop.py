@@ -9,8 +9,14 @@ are estimated on held-out training images and saved with the model (needed for b
 an order-agnostic model (``model="oa"``), one row per stage (S x D) for an upscale model
 (``model="upscale"``, S = ceil(log_b K) stages for branching factor b).
 
-Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every rank
-takes its share of each global batch and only rank 0 writes.
+Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel and a run
+is the one-process run with the same global batch: the batch's items and every item's noise (t and
+order) are drawn for the global batch from (seed, step) on every rank, rank r takes rows r, r + W,
+... (``ardm.distributed.shard``), and DDP's mean of the per-rank mean gradients is the gradient
+of the global mean loss (the batch size must be a multiple of W). The periodic test bpd is sharded
+the same way; the per-step losses at the end are estimated by every rank alike; only rank 0
+writes. Nets with dropout draw it from each rank's own generator, so they match one process in
+distribution only.
 
 Example (command line):
     ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
@@ -24,24 +30,32 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from ardm.checkpoint import (
     TRAIN_STATE_FILE,
+    atomic_write_bytes,
     load_train_state,
+    remove_temp_files,
     save_model,
     save_train_state,
+)
+from ardm.distributed import (
+    Dist,
+    all_mean,
+    barrier,
+    gather_in_order,
+    keyed_generator,
+    process_group,
+    shard,
 )
 from ardm.modalities import get_modality
 from ardm.models import ARDM, MODEL_KINDS
@@ -49,39 +63,16 @@ from ardm.models.timesteps import make_sampler
 from ardm.nets import build_net
 from ardm.training.config import FIXED_ON_RESUME, TrainConfig
 
-__all__ = ["train", "evaluate_bpd", "build_for_training"]
+__all__ = ["train", "evaluate_bpd", "build_for_training", "METRICS_FILE"]
+
+METRICS_FILE = "metrics.jsonl"
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device: str) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist(), torch.device(device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device(device)
-    return _Dist(dist.get_rank(), dist.get_world_size()), dev
-
-
-def _batch_indices(step: int, num_items: int, cfg: TrainConfig, d: _Dist) -> torch.Tensor:
-    """This rank's indices of the global batch for ``step``: a pure function of seed and step.
+def _batch_indices(step: int, num_items: int, cfg: TrainConfig) -> torch.Tensor:
+    """The indices of the global batch for ``step``: a pure function of seed and step.
 
     Each epoch is a fresh permutation seeded by (seed, epoch); the last incomplete batch of an
-    epoch is dropped; rank r takes every world-th item of the global batch.
+    epoch is dropped.
     """
     per_epoch = num_items // cfg.batch_size
     if per_epoch < 1:
@@ -89,13 +80,30 @@ def _batch_indices(step: int, num_items: int, cfg: TrainConfig, d: _Dist) -> tor
     epoch, pos = divmod(step, per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     perm = torch.randperm(num_items, generator=gen)
-    batch = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-    return batch[d.rank :: d.world]
+    return perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
 
 
-def _step_generator(cfg: TrainConfig, step: int, d: _Dist) -> torch.Generator:
-    # Training noise (t and the orders) is a function of (seed, step, rank): resume is exact.
-    return torch.Generator().manual_seed((cfg.seed + 1) * 7_919_993 + step * d.world + d.rank)
+def _step_generator(cfg: TrainConfig, step: int) -> torch.Generator:
+    # The global batch's noise (t and the orders) is a function of (seed, step): resume is exact
+    # and the split over ranks does not change it.
+    return torch.Generator().manual_seed((cfg.seed + 1) * 7_919_993 + step)
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Keep the lines of ``metrics.jsonl`` up to ``step``: those of steps a killed run made after
+    its last checkpoint are made again (and a line torn by the kill is dropped)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass
+    if kept != lines:
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -116,14 +124,25 @@ def _update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
 def evaluate_bpd(
     model: ARDM, data: torch.Tensor, batch_size: int = 64, seed: int = 0
 ) -> float:
-    """Mean unbiased test bpd estimate (one random t and order per item, fixed seed)."""
-    gen = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
-    for lo in range(0, data.shape[0], batch_size):
-        x = data[lo : lo + batch_size].to(model.device, torch.long)
-        total += float(model.nll_bpd(x, generator=gen).sum())
-        count += x.shape[0]
-    return total / max(count, 1)
+    """Mean unbiased test bpd estimate: one random t and order per item, drawn for each chunk of
+    ``batch_size`` items from (seed, chunk), so under torchrun each rank takes its share of the
+    chunks and the mean (float64, item order) is the one-process one.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> from ardm.models import OrderAgnosticARDM
+        >>> m = OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4))
+        >>> x = torch.randint(0, 4, (5, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+        >>> evaluate_bpd(m, x, batch_size=2) == evaluate_bpd(m, x, batch_size=2) > 0
+        True
+    """
+    bits: dict[int, torch.Tensor] = {}
+    for chunk in shard(range(math.ceil(data.shape[0] / batch_size))):
+        x = data[chunk * batch_size : (chunk + 1) * batch_size].to(model.device, torch.long)
+        bpd = model.nll_bpd(x, generator=keyed_generator(seed, chunk))
+        bits[chunk] = bpd.double().cpu()
+    values = gather_in_order(bits)
+    return float(torch.cat(values).mean()) if values else float("nan")
 
 
 def _use_bf16(device: torch.device, precision: str) -> bool:
@@ -169,19 +188,29 @@ def _run_config(cfg: TrainConfig, step: int, extra: dict[str, Any]) -> dict[str,
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) a run; returns the run directory.
+    """Train (or resume) a run; returns the run directory. Under torchrun every process calls it.
 
     Example:
         >>> train(TrainConfig(out="runs/x", steps=10))  # doctest: +SKIP
     """
-    d, device = _setup_distributed(cfg.device)
+    with process_group(cfg.device) as d:
+        return _train(cfg, d)
+
+
+def _train(cfg: TrainConfig, d: Dist) -> Path:
+    if cfg.batch_size % d.world:
+        raise ValueError(
+            f"batch size {cfg.batch_size} must be a multiple of the {d.world} processes"
+        )
+    device = d.device(cfg.device)
     bf16 = _use_bf16(device, cfg.precision)  # once, and before any data is loaded
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed + d.rank)
+        remove_temp_files(out)  # left by a writer that was killed; never read
+    torch.manual_seed(cfg.seed)  # the same initial weights (and EMA copy) on every rank
 
     modality = get_modality(cfg.modality)
     images = modality.load(cfg.data, "train")
@@ -194,6 +223,8 @@ def train(cfg: TrainConfig) -> Path:
 
     model = build_for_training(cfg, modality.num_classes, data_shape).to(device)
     ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+    if d.rank:
+        torch.manual_seed(cfg.seed * 1_000_003 + d.rank * 7_919)  # dropout: a stream per rank
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
     )
@@ -213,15 +244,21 @@ def train(cfg: TrainConfig) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         metrics = json.loads(state.get("metrics", "{}"))
-        rng_states = state["rng_cpu"]  # rank 0's state; other ranks reseed from (seed, rank, step)
+        # One state per rank that wrote it; a rank new to the run reseeds from (seed, rank, step).
+        rng_states = state["rng_cpu"]
+        cuda_states = state.get("rng_cuda", [])
+        if isinstance(cuda_states, torch.Tensor):  # written by one process before 0.1
+            cuda_states = [cuda_states]
         if d.rank < len(rng_states):
             torch.set_rng_state(rng_states[d.rank])
         else:
             torch.manual_seed(cfg.seed * 1_000_003 + d.rank * 7_919 + step)
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
+        if device.type == "cuda" and d.rank < len(cuda_states):
+            torch.cuda.set_rng_state(cuda_states[d.rank])
     elif cfg.resume and d.is_main:
         print(f"no {TRAIN_STATE_FILE} in {out}; starting from scratch", file=sys.stderr)
+    if d.is_main:
+        _drop_metrics_after(out / METRICS_FILE, step)
 
     train_model: nn.Module = model
     if d.world > 1:
@@ -229,7 +266,9 @@ def train(cfg: TrainConfig) -> Path:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    def checkpoint() -> None:
+    def checkpoint() -> None:  # every rank calls it: the RNG states are gathered to rank 0
+        cuda_rng = torch.cuda.get_rng_state() if device.type == "cuda" else None
+        rng_states = gather_in_order({d.rank: (torch.get_rng_state(), cuda_rng)})
         if not d.is_main:
             return
         state = {
@@ -239,10 +278,10 @@ def train(cfg: TrainConfig) -> Path:
             "optimizer": optimizer.state_dict(),
             "step": step,
             "metrics": json.dumps(metrics),
-            "rng_cpu": [torch.get_rng_state()],
+            "rng_cpu": [cpu for cpu, _ in rng_states],
         }
         if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state()
+            state["rng_cuda"] = [cuda for _, cuda in rng_states]
         save_train_state(out, state)
         save_model(ema_model, _run_config(cfg, step, {"metrics": metrics}), out)
 
@@ -253,13 +292,15 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     avg_loss = avg_bpd = float("nan")
     started, start_step = time.time(), step
+    mine = slice(d.rank, None, d.world)  # this rank's rows of every global batch
     while step < cfg.steps:
-        idx = _batch_indices(step, train_x.shape[0], cfg, d)
+        idx = _batch_indices(step, train_x.shape[0], cfg)[mine]
         x = train_x[idx].to(device, torch.long, non_blocking=True)
+        t, weights, ranks = model.training_noise(cfg.batch_size, _step_generator(cfg, step))
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         with _autocast(device, bf16):
-            loss, stats = train_model(x, _step_generator(cfg, step, d))
+            loss, stats = train_model(x, noise=(t[mine], weights[mine], ranks[mine]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -268,7 +309,8 @@ def train(cfg: TrainConfig) -> Path:
         _update_ema(ema_model, model, min(cfg.ema, (1.0 + step) / (10.0 + step)))
         step += 1
 
-        loss_v, bpd_v = float(loss.detach()), float(stats["bpd"])
+        # The global batch's means (equal shares: the mean of the ranks' means).
+        loss_v, bpd_v = all_mean(torch.stack([loss.detach().float(), stats["bpd"].float()])).tolist()
         avg_loss = loss_v if math.isnan(avg_loss) else 0.98 * avg_loss + 0.02 * loss_v
         avg_bpd = bpd_v if math.isnan(avg_bpd) else 0.98 * avg_bpd + 0.02 * bpd_v
         postfix = {"loss": f"{avg_loss:.3f}", "bpd": f"{avg_bpd:.3f}", "gnorm": f"{float(grad_norm):.2f}"}
@@ -277,23 +319,24 @@ def train(cfg: TrainConfig) -> Path:
         bar.set_postfix(postfix, refresh=False)
         bar.update(1)
 
-        if d.is_main and test_x.shape[0] and (step % cfg.eval_every == 0 or step == cfg.steps):
-            metrics["test_bpd"] = evaluate_bpd(ema_model, test_x, seed=cfg.seed)
+        if test_x.shape[0] and (step % cfg.eval_every == 0 or step == cfg.steps):
+            metrics["test_bpd"] = evaluate_bpd(ema_model, test_x, seed=cfg.seed)  # every rank
             metrics["test_bpd_step"] = step
             metrics["train_bpd_avg"] = avg_bpd
             metrics["images_per_s"] = (step - start_step) * cfg.batch_size / (time.time() - started)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
+            if d.is_main:
+                with open(out / METRICS_FILE, "a") as f:
+                    f.write(json.dumps({"step": step, **metrics}) + "\n")
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()
     bar.close()
 
-    if d.is_main and metrics.get("step_losses_step") != step:
-        # D steps (order-agnostic) or S * D steps (upscale: one row of D per stage).
-        num_steps = int(ema_model.step_losses.numel())
+    if metrics.get("step_losses_step") != step:
+        # D steps (order-agnostic) or S * D steps (upscale: one row of D per stage). Every rank
+        # estimates them alike (same generator), so none waits on rank 0 at a collective.
         with tqdm(
-            total=num_steps * cfg.step_loss_evals, disable=not cfg.progress, dynamic_ncols=True,
-            desc="step losses", unit="eval",
+            total=ema_model.step_loss_evaluations(cfg.step_loss_evals), disable=not (cfg.progress and d.is_main),
+            dynamic_ncols=True, desc="step losses", unit="eval",
         ) as loss_bar:
             ema_model.estimate_step_losses(
                 held_x, evals_per_step=cfg.step_loss_evals,
@@ -305,12 +348,11 @@ def train(cfg: TrainConfig) -> Path:
         stage_bpd = ema_model.stage_step_losses.sum(1) / ema_model.num_vars
         metrics["step_losses_stage_bpd"] = [round(float(v), 5) for v in stage_bpd]
         checkpoint()
-        print(
-            f"saved {out}: step {step}, test bpd {metrics.get('test_bpd', float('nan')):.4f}, "
-            f"sum of step losses {metrics['step_losses_sum_bits'] / ema_model.num_vars:.4f} bpd",
-            file=sys.stderr,
-        )
-    if d.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+        if d.is_main:
+            print(
+                f"saved {out}: step {step}, test bpd {metrics.get('test_bpd', float('nan')):.4f}, "
+                f"sum of step losses {metrics['step_losses_sum_bits'] / ema_model.num_vars:.4f} bpd",
+                file=sys.stderr,
+            )
+    barrier()  # rank 0 has written everything when train() returns on any rank
     return out
