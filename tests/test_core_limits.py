@@ -154,13 +154,6 @@ def test_misaligned_symbols_are_copied() -> None:
     assert coder.pop(logits).tolist() == [3, 0, 2]
 
 
-@pytest.mark.xfail(
-    reason="index_vector/float_vector in rust/src/python/policy.rs read with ascontiguousarray, "
-    "which keeps a misaligned array, and rust-numpy then raises TypeError; numpy.require(a, "
-    "dtype, 'CA') copies it instead (owned by the policy bindings)",
-    raises=TypeError,
-    strict=False,
-)
 def test_misaligned_orders_are_copied() -> None:
     assert order_ranks(misaligned([2, 0, 1], np.int64)).tolist() == [1, 2, 0]
 
