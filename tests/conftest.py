@@ -13,7 +13,10 @@ installs).
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +252,16 @@ def fm12_dir(tmp_path_factory: pytest.TempPathFactory, fashion_mnist_test: torch
     """12x12 center crops of real Fashion-MNIST images: 96 training and 24 test images (D = 144
     keeps the end-of-training step-loss estimate quick)."""
     return _crops_dir(tmp_path_factory, fashion_mnist_test, 12, 96, 24)
+
+
+# ---- multi-process runs ------------------------------------------------------------------------
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node=2 ARGS...`` on the CPU; must succeed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

@@ -3,28 +3,15 @@ input files and writes their blobs, byte for byte the ones one process writes.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import perturbed_unet, real_crops
+from conftest import perturbed_unet, real_crops, torchrun
 from PIL import Image
 
 from ardm import cli
 from ardm.checkpoint import save_model
 from ardm.models import OrderAgnosticARDM
-
-
-def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc_per_node=2 ARGS...`` on the CPU; must succeed."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def test_sharded_compress_writes_the_one_process_blobs(

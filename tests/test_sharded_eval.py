@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import perturbed_unet
+from conftest import perturbed_unet, torchrun
 
 from ardm import cli
 from ardm.checkpoint import save_model
@@ -53,16 +50,6 @@ def _rows_in_one_process(run: Path) -> list[dict]:
     rows = evaluate_budgets(model, images, [64, 8, 2], batch_size=4, repeats=2, exact_images=6,
                             exact_max_calls=8, progress=False)
     return json.loads(json.dumps([dataclasses.asdict(r) for r in rows]))
-
-
-def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc_per_node=2 ARGS...`` on the CPU; must succeed."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def _numbers(output: str) -> list[str]:

@@ -546,6 +546,7 @@ impl PricedPass {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::tests::{loss_value, splitmix, uniform};
     use crate::policy::{budget_curve, optimal_policy_with, policy_cost, PolicyMethod};
     use proptest::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -554,18 +555,6 @@ mod tests {
     pub(super) static SPLICES: AtomicUsize = AtomicUsize::new(0);
     /// How many searches ran out of passes without a certificate: must stay 0.
     pub(super) static EXHAUSTED: AtomicUsize = AtomicUsize::new(0);
-
-    fn splitmix(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(state: &mut u64) -> f64 {
-        (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64
-    }
 
     fn sorted(mut losses: Vec<f64>) -> Vec<f64> {
         losses.sort_by(|a, b| b.total_cmp(a));
@@ -791,15 +780,6 @@ mod tests {
             "{err}"
         );
         assert!(optimal_stage_policies(&[], 2).is_err());
-    }
-
-    fn loss_value() -> impl Strategy<Value = f64> {
-        prop_oneof![
-            Just(0.0),
-            (0u8..4).prop_map(f64::from),
-            0.0f64..10.0,
-            (0.0f64..1.0).prop_map(|x| x * x * x * 1e6),
-        ]
     }
 
     proptest! {

@@ -688,7 +688,7 @@ impl<'a> Planner<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -761,7 +761,7 @@ mod tests {
     }
 
     /// A tiny deterministic generator for test inputs (SplitMix64).
-    fn splitmix(state: &mut u64) -> u64 {
+    pub(crate) fn splitmix(state: &mut u64) -> u64 {
         *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = *state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -769,7 +769,7 @@ mod tests {
         z ^ (z >> 31)
     }
 
-    fn uniform(state: &mut u64) -> f64 {
+    pub(crate) fn uniform(state: &mut u64) -> f64 {
         (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -986,7 +986,7 @@ mod tests {
             .contains("below"));
     }
 
-    fn loss_value() -> impl Strategy<Value = f64> {
+    pub(crate) fn loss_value() -> impl Strategy<Value = f64> {
         prop_oneof![
             Just(0.0),
             (0u8..4).prop_map(f64::from),

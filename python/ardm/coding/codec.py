@@ -125,11 +125,11 @@ class _Group:
         # Several rows per evaluation (small items) stack several calls' rows, so every call
         # is padded to the largest; one row per evaluation (audio) evaluates each call alone,
         # at its own width, which both sides know.
+        stacked = _coding_rows(model) > 1
         largest = max(len(p) for p in positions)
         padded = []
         for p in positions:
-            width = largest if _coding_rows(model) > 1 else len(p)
-            row = torch.zeros(1, width, dtype=torch.long)
+            row = torch.zeros(1, largest if stacked else len(p), dtype=torch.long)
             row[0, : len(p)] = torch.from_numpy(p)
             padded.append(row)
         levels = [schedule.levels_before(s, ranks) for s in schedule]
