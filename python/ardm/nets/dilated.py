@@ -9,11 +9,18 @@ each position is what an ARDM knows of it:
 * the value scaled to [-1, 1] and mu-law companded (speech lives at small amplitudes: mu-law
   spreads them out), both 0 where nothing is known of it (the absorbing class K, or an upscale
   ARDM's first stage, where an unrefined value shows as 0);
+* its low byte scaled to [-1, 1] (the digits that decide a 16-bit value's last stage are below
+  bf16's precision in the scaled value: a trunk in bf16 would not see them at all);
 * for an upscale ARDM, the value is coarse (its low digits zero) and ``known`` says which
   positions were refined in this stage; the step ``t`` tells the stage.
 
 The output is the parameters of a head per position: a discretized logistic mixture over the K
 values by default, whose interval masses give an upscale ARDM its digits without K logits.
+
+Precision. A mixture's means must be right to a few of the 65,536 values (about 1e-4 of the
+range), finer than bf16's 8-bit mantissa resolves a value of 0.1. So the trunk may run in bf16
+(autocast), but the input features, the linear path from the nearest samples (which carries the
+interpolation, most of the mean) and the output projection always run in float32.
 
 Example:
     >>> import torch
@@ -41,6 +48,11 @@ __all__ = ["DilatedConfig", "DilatedConvNet", "DILATED_PRESETS", "build_dilated"
 MU = 255.0
 INITIAL_LOG_SCALE = -3.0
 DIRECT_REACH = 8  # samples on each side that the linear path sees
+FEATURES = 4  # value, mu-law value, low byte, known
+# The log-scales are this many times the raw outputs: Adam moves a raw output about lr a step,
+# and a scale must travel from a tenth of the range to a few values (ln 1000 ~ 7) per stage
+# (3: faster than 1 and, unlike 8, stable at lr 1e-2 on real speech).
+LOG_SCALE_GAIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +158,7 @@ class DilatedConvNet(nn.Module):
         self.data_shape = tuple(data_shape)
         self.head = build_head(config.head, num_classes, config.num_mixtures)
         c = config.channels
-        self.inp = nn.Linear(3, c)
+        self.inp = nn.Linear(FEATURES, c)
         self.time = nn.Sequential(
             nn.Linear(config.time_dim, 4 * config.time_dim), nn.SiLU(),
             nn.Linear(4 * config.time_dim, config.time_dim), nn.SiLU(),
@@ -159,7 +171,7 @@ class DilatedConvNet(nn.Module):
         self.out = nn.Linear(c, self.head.params_per_var)
         # A linear path from the nearest samples' features to the head: a linear interpolator
         # that Adam finds in a few hundred steps, which the deep path then corrects.
-        self.direct = nn.Linear(3 * (2 * DIRECT_REACH + 1), self.head.params_per_var)
+        self.direct = nn.Linear(FEATURES * (2 * DIRECT_REACH + 1), self.head.params_per_var)
         self._init_output()
 
     def _init_output(self) -> None:
@@ -175,7 +187,7 @@ class DilatedConvNet(nn.Module):
             m = self.config.num_mixtures
             with torch.no_grad():
                 self.out.bias[m : 2 * m] = torch.linspace(-0.05, 0.05, m)
-                self.out.bias[2 * m :] = INITIAL_LOG_SCALE
+                self.out.bias[2 * m :] = INITIAL_LOG_SCALE / LOG_SCALE_GAIN
 
     def _features(self, x_in: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         k = self.num_classes
@@ -186,19 +198,28 @@ class DilatedConvNet(nn.Module):
         value = torch.where(present, x_in, 0).float() * (2.0 / (k - 1)) - 1.0
         value = torch.where(present, value, 0.0)
         companded = torch.sign(value) * torch.log1p(MU * value.abs()) / math.log1p(MU)
-        return torch.stack([value, companded, known.float()], dim=-1)  # (B, L, 3)
+        low_byte = torch.where(present, x_in % 256, 0).float() * (2.0 / 255) - 1.0
+        low_byte = torch.where(present, low_byte, 0.0)
+        return torch.stack([value, companded, low_byte, known.float()], dim=-1)  # (B, L, 4)
 
     def forward(self, x_in: torch.Tensor, known: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         length = x_in.shape[1]
-        features = self._features(x_in, known)
+        with torch.autocast(x_in.device.type, enabled=False):  # float32: see "Precision"
+            features = self._features(x_in, known)
+            direct = self.direct(_taps(features, 1, 2 * DIRECT_REACH + 1))
         h = self.inp(features)
         temb = self.time(timestep_embedding(t.float() / length, self.config.time_dim))
         skip = torch.zeros_like(h)
         for layer in self.layers:
             h, s = layer(h, temb)
             skip = skip + s
-        deep = self.out(F.relu(self.skip_out(F.relu(skip / math.sqrt(len(self.layers))))))
-        return deep + self.direct(_taps(features, 1, 2 * DIRECT_REACH + 1))
+        hidden = F.relu(self.skip_out(F.relu(skip / math.sqrt(len(self.layers)))))
+        with torch.autocast(x_in.device.type, enabled=False):
+            params = self.out(hidden.float()) + direct
+            if self.config.head == "logistic_mixture":
+                m = self.config.num_mixtures
+                params = torch.cat([params[..., : 2 * m], LOG_SCALE_GAIN * params[..., 2 * m :]], -1)
+        return params
 
 
 def build_dilated(preset: str | DilatedConfig, num_classes: int, data_shape: tuple[int, ...],
