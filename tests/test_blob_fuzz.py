@@ -198,14 +198,18 @@ def test_a_frame_whose_joiner_is_flipped_is_an_error(tiny_blobs, shipped_blobs):
             ardm.decompress(bytes(mutant), model)
 
 
-@pytest.mark.xfail(strict=True, reason="format 2 does not cover the frame: a stack of full 1-D "
-                   "items and their concatenation differ only in the joiner byte (issue #12)")
 def test_the_joiner_of_full_sequence_items_is_covered(tiny_models):
+    """A stack of full 1-D items and their concatenation differ in the joiner byte and in the
+    last stream's (checked) layout: flipping the byte either way is an error."""
     model = tiny_models["text"]
-    x = _text(32).view(2, 16)
-    blob = bytearray(ardm.compress(x, model, budget=2, mode="independent"))
-    blob[1] ^= 1
-    _check(bytes(blob), model, x)
+    x = _text(32)
+    for data in (x.view(2, 16), x):
+        blob = bytearray(ardm.compress(data, model, budget=2, mode="independent"))
+        pieces = [ardm.decompress(piece, model) for piece in ardm.coding.split(bytes(blob))]
+        assert torch.equal(torch.stack(pieces).view(data.shape), data)  # each piece alone
+        blob[1] ^= 1
+        with pytest.raises(ValueError, match="frame"):
+            ardm.decompress(bytes(blob), model)
 
 
 # ---- hypothesis ---------------------------------------------------------------------------------

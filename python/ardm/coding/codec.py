@@ -55,6 +55,7 @@ from ardm.coding.container import (
     pack_streams,
     unpack_streams,
 )
+from ardm.coding.cpu_model import cpu_float32
 from ardm.coding.deterministic import evaluate_in_fixed_chunks
 from ardm.coding.fields import FieldReader, FieldWriter
 from ardm.coding.fingerprint import model_fingerprint
@@ -272,13 +273,15 @@ def _check_seed(model: ARDM, order_seed: object) -> int:
 
 
 def _resolve_model(model: object) -> ARDM:
+    """The model to code with: the shipped default for None, else ``model`` on the CPU in
+    float32 (a copy where it is elsewhere: :func:`~ardm.coding.cpu_model.cpu_float32`)."""
     if model is None:
         from ardm.pretrained import load
 
         return load()
     if not isinstance(model, ARDM):
         raise ValueError(f"model must be an ARDM (see ardm.load), got {type(model).__name__}")
-    return model
+    return cpu_float32(model)
 
 
 def _model_ref(model: ARDM) -> tuple[str | None, int]:
@@ -470,11 +473,9 @@ def _encode_independent(
     for length in sorted(set(items.lengths), reverse=True):
         idx = [i for i, n in enumerate(items.lengths) if n == length]
         values = items.values[idx]
-        # A full item is one item of data_shape; only a short last chunk stores its length.
-        layout = LAYOUT_ONE if length == model.num_vars else LAYOUT_SEQUENCE
-        count = length if layout == LAYOUT_SEQUENCE else 1
+        layouts = [_piece_layout(items, i) for i in idx]
         headers = []
-        for item in _typed(values, [length] * len(idx), items.dtype):
+        for (layout, count), item in zip(layouts, _typed(values, [length] * len(idx), items.dtype)):
             header = _header(model, layout, count, items.dtype, budget, seed, sample_rate)
             header.raw = [False]
             headers.append((header, header.initial_state(fingerprint, [item])))
@@ -483,7 +484,7 @@ def _encode_independent(
         bits = _encode_group(model, group, values, batch.push, progress)
         for j, (i, data) in enumerate(zip(idx, batch.to_compact_bytes_list())):
             if bits[j] > length * bits_per_value:  # the model codes it worse than raw values
-                one = Items(values[j : j + 1], [length], layout, count, items.dtype)
+                one = Items(values[j : j + 1], [length], *layouts[j], items.dtype)
                 streams[i] = _encode_stream(model, one, budget, seed, [True], None, sample_rate)[0]
                 continue
             coder = _core.AnsCoder.from_compact_bytes(data)
@@ -492,6 +493,20 @@ def _encode_independent(
             writer.push_onto(coder)
             streams[i] = coder.to_compact_bytes()
     return streams
+
+
+def _piece_layout(items: Items, i: int) -> tuple[int, int]:
+    """(layout, count) of the one-item stream of item ``i`` in a frame.
+
+    A stacked item is one item of ``data_shape``. The last piece of a sequence stores its
+    length as a sequence of 1-D items, even when it is full: so the frame's joiner is recorded
+    in that stream's header, which its check covers (a stack of full 1-D items and their
+    concatenation would otherwise differ only in the joiner byte). It costs nothing where the
+    last piece is short, and decoded alone it is still the same 1-D tensor.
+    """
+    if items.layout == LAYOUT_SEQUENCE and i == len(items.lengths) - 1:
+        return LAYOUT_SEQUENCE, items.lengths[i]
+    return LAYOUT_ONE, 1
 
 
 @dataclass
@@ -529,18 +544,23 @@ def _open_independent(
 
 
 def _check_frame(joiner: int, opened: list[_Opened]) -> None:
-    """The frame's joiner and streams must agree as :func:`compress` makes them (the streams'
-    checks cover each item, not the frame): one model, dtype and sample rate; stacked items all
-    full; concatenated items 1-D, only the last one shorter."""
+    """The frame's joiner and streams must agree as :func:`compress` makes them: one model,
+    dtype and sample rate; stacked items all of layout "one item"; concatenated items 1-D, all
+    but the last of layout "one item" and the last of layout "sequence" (:func:`_piece_layout`:
+    the joiner byte, which no check covers, must agree with that stream's checked header)."""
     if len({(id(o.model), _settings(o.model, o.header)[0], o.header.sample_rate)
             for o in opened}) > 1:
         raise ValueError(
             "corrupted blob: the streams of its frame disagree on the model, dtype or sample rate"
         )
-    full = [o.header.layout == LAYOUT_ONE for o in opened]
-    if joiner == JOIN_STACK and not all(full):
-        raise ValueError("corrupted blob: a frame of stacked items holds a partial item")
-    if joiner == JOIN_CONCAT and (len(opened[0].model.data_shape) != 1 or not all(full[:-1])):
+    one_item = [o.header.layout == LAYOUT_ONE for o in opened]
+    if joiner == JOIN_STACK and not all(one_item):
+        raise ValueError(
+            "corrupted blob: its frame says stacked items but holds a piece of a sequence"
+        )
+    if joiner == JOIN_CONCAT and (
+        len(opened[0].model.data_shape) != 1 or not all(one_item[:-1]) or one_item[-1]
+    ):
         raise ValueError("corrupted blob: the items of its frame do not form one sequence")
 
 

@@ -9,7 +9,10 @@ A blob is one rANS stream, or several behind a small frame:
 - **independent streams** (first byte 0): ``0x00``, the joiner byte (0: the items are stacked
   into a batch, 1: their values are concatenated into one sequence), a varint count n, the
   byte lengths of the first n - 1 streams (Rice coded, see :func:`pack_streams`), then the n
-  streams, each a complete one-stream blob of one item: :func:`split` is slicing.
+  streams, each a complete one-stream blob of one item: :func:`split` is slicing. No check
+  covers the frame, so the codec records the joiner again in the last stream's checked layout
+  (``LAYOUT_SEQUENCE`` there for a concatenation, ``LAYOUT_ONE`` everywhere for a stack) and
+  requires the two to agree.
 
 The integrity check costs no bits of its own: every stream's coder starts in the state
 ``2^31 + CRC-32(model fingerprint, header fields, the item values)``, and the decoder requires
