@@ -3,11 +3,13 @@
 SHA-256 over the model's canonical config (``ardm.checkpoint.model_config`` as JSON with sorted
 keys and no spaces: kind, net and its settings, classes, data shape, order seed, modality, the
 kind's own fields) and over every tensor of the state dict (weights and step losses) in sorted
-name order, each as its shape and raw little-endian bytes. Renaming a class or a parameter does
-not change it; changing any weight, the config or the step losses does. The first four bytes of
-the digest, little endian, are the fingerprint: the blob's check covers it, and custom models
-store its low 16 bits so that an error can name the model a blob needs. A net outside the
-registry (``ardm.nets.NETS``) has no canonical config: its class name stands in.
+name order, each as its shape and raw little-endian bytes, taken from the model's CPU float32
+form (:mod:`ardm.coding.cpu_model`: a model in float64 or on a GPU has the fingerprint of its
+weights in float32). Renaming a class or a parameter does not change it; changing any weight,
+the config or the step losses does. The first four bytes of the digest, little endian, are the
+fingerprint: the blob's check covers it, and custom models store its low 16 bits so that an
+error can name the model a blob needs. A net outside the registry (``ardm.nets.NETS``) has no
+canonical config: its class name stands in.
 
 Example:
     >>> from ardm.nets import build_net
@@ -26,6 +28,7 @@ import json
 
 import numpy as np
 
+from ardm.coding.cpu_model import cpu_float32
 from ardm.models import ARDM
 
 __all__ = ["model_fingerprint"]
@@ -40,6 +43,7 @@ def model_fingerprint(model: ARDM) -> int:
     """
     from ardm.checkpoint import model_config
 
+    model = cpu_float32(model)  # the form the codec codes with, whatever the device or dtype
     try:
         config = model_config(model)
     except ValueError:  # a net of the user's own, outside the registry: its class names it
