@@ -214,6 +214,47 @@ def test_decompress_never_overwrites_without_force(grey_run, tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "x.png")), grey())
 
 
+def test_sample_never_overwrites_without_force(grey_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sample", str(grey_run), "--budget", "2", "--n", "2", "--no-progress"]
+    for name, extra in (("grid.png", ["-o", str(tmp_path / "grid.png")]), ("samples.png", [])):
+        (tmp_path / name).write_bytes(b"precious")
+        before = {p.name for p in tmp_path.iterdir()}
+        fails([*argv, *extra], capsys, f"{name} exists", "--force")
+        assert (tmp_path / name).read_bytes() == b"precious"
+        no_outputs(tmp_path, before)  # nor a half-written temporary file
+        assert main([*argv, *extra, "--force"]) == 0
+        with Image.open(tmp_path / name) as grid:
+            assert grid.size[0] > 1
+
+
+def test_sample_checks_the_name_the_preview_gets(tmp_path, capsys):
+    """Text samples asked for as x.png are written as x.txt: that is the file checked."""
+    (tmp_path / "x.txt").write_text("mine")
+    fails(["sample", "kjv", "--budget", "2", "--n", "1", "-o", str(tmp_path / "x.png"),
+           "--no-progress"], capsys, "x.txt exists", "--force")
+    assert (tmp_path / "x.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+
+
+def test_eval_plots_never_overwrite_without_force(grey_run, fm8_dir, tmp_path, capsys):
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "bpd_vs_budget.png").write_bytes(b"precious")
+    argv = ["eval", str(grey_run), "--data", str(fm8_dir), "--budgets", "2", "--test-size", "2",
+            "--exact-images", "0", "--plots", str(plots), "--no-progress"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before the model is even loaded
+    assert err.strip() == (f"ardm eval: error: {plots / 'bpd_vs_budget.png'} exists; pass --force "
+                           "to replace it, or --plots to write elsewhere")
+    assert [p.name for p in plots.iterdir()] == ["bpd_vs_budget.png"]
+    assert (plots / "bpd_vs_budget.png").read_bytes() == b"precious"
+    assert main([*argv, "--force"]) == 0
+    assert sorted(p.name for p in plots.iterdir()) == ["bpd_vs_budget.png", "step_losses.png"]
+    assert (plots / "bpd_vs_budget.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_a_bare_output_name_gets_its_suffix_and_is_checked_too(grey_run, tmp_path, capsys):
     Image.fromarray(grey()).save(tmp_path / "x.png")
     assert main(["compress", str(tmp_path / "x.png"), "--model", str(grey_run), "--budget", "5",

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from functools import partial
 from pathlib import Path
 
+from ardm.commands.paths import check_free, write_whole
 from ardm.distributed import Dist, process_group
 from ardm.evaluate import (
     EvalRow,
@@ -39,7 +41,8 @@ shows the optimal split of the budget across stages, the paper's equal split (bo
 within each stage) and the naive policy, with the calls per stage. If the model has no per-step
 losses they are estimated first on held-out training items (and not saved). Under torchrun
 (torchrun --nproc_per_node=N -m ardm.cli eval ...) each process takes every N-th chunk of
---batch-size test items and rank 0 prints the numbers one process prints.
+--batch-size test items and rank 0 prints the numbers one process prints. A plot file that
+exists is replaced only with --force.
 
 examples:
   ardm eval runs/fm
@@ -77,7 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="evaluations per step when estimating missing step losses (default: %(default)s)")
     add("--batch-size", type=int, default=64, help="items per network call (default: %(default)s)")
     add("--plots", default=None, metavar="DIR",
-        help="save step_losses.png and bpd_vs_budget.png into DIR")
+        help="save step_losses.png and bpd_vs_budget.png into DIR (created)")
+    add("--force", action="store_true", help="replace plot files that exist")
     add("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
@@ -133,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.exact_images < 0 or args.exact_max_calls < 0:
         raise ValueError("--exact-images and --exact-max-calls must be >= 0")
+    if args.plots:  # refused before anything is evaluated (on every rank: they share the files)
+        for target in plot_paths(Path(args.plots)):
+            check_free(target, args.force, "--plots")
     with process_group("cpu") as d:  # under torchrun: each rank its share, rank 0 prints
         return _evaluate(args, d)
 
@@ -170,7 +177,7 @@ def _evaluate(args: argparse.Namespace, d: Dist) -> int:
     say(f"({time.perf_counter() - start:.1f} s; bits/dim: test estimate +- standard error; "
         "exact: fixed coding order; DP: predicted from the sorted step losses)")
     if args.plots and d.is_main:
-        for path in save_plots(model, rows, Path(args.plots)):
+        for path in save_plots(model, rows, Path(args.plots), force=args.force):
             say(f"plot: {path}")
     return 0
 
@@ -179,14 +186,41 @@ def _quiet(*_: object) -> None:
     pass
 
 
-def save_plots(model, rows: list[EvalRow], folder: Path) -> list[Path]:
-    """Save the per-step loss curves and bits/dim against budget as PNGs in ``folder``."""
+def plot_paths(folder: Path) -> list[Path]:
+    """The files :func:`save_plots` writes in ``folder``: step losses, bits/dim against budget."""
+    return [folder / "step_losses.png", folder / "bpd_vs_budget.png"]
+
+
+def save_plots(model, rows: list[EvalRow], folder: Path, force: bool = False) -> list[Path]:
+    """Save the per-step loss curves and bits/dim against budget as PNGs in ``folder`` (each
+    written whole; one that exists is replaced only with ``force``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
+    losses_path, budget_path = plot_paths(folder)
+    drawings = [(losses_path, lambda: _step_loss_figure(plt, model)),
+                (budget_path, lambda: _budget_figure(plt, rows))]
+    written = []
+    for target, draw in drawings:
+        fig = draw()
+        try:
+            written.append(write_whole(target, partial(_save, fig), force=force,
+                                       option="--plots"))
+        finally:
+            plt.close(fig)
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _step_loss_figure(plt, model):
+    """Per-step losses as estimated, and sorted as the budget DP plans with them."""
     raw, ordered = step_loss_curves(model)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for s in range(raw.shape[0]):
@@ -202,10 +236,11 @@ def save_plots(model, rows: list[EvalRow], folder: Path) -> list[Path]:
             ax.legend()
     axes[0].set_ylabel("bits")
     fig.tight_layout()
-    losses_path = folder / "step_losses.png"
-    fig.savefig(losses_path, dpi=120)
-    plt.close(fig)
+    return fig
 
+
+def _budget_figure(plt, rows: list[EvalRow]):
+    """Test bits/dim (and the DP's prediction) against the budget, one line per policy."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in dict.fromkeys(r.policy for r in rows):
         mine = sorted((r for r in rows if r.policy == name), key=lambda r: r.budget)
@@ -220,7 +255,4 @@ def save_plots(model, rows: list[EvalRow], folder: Path) -> list[Path]:
     ax.set_title("Test bits/dim against budget")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    budget_path = folder / "bpd_vs_budget.png"
-    fig.savefig(budget_path, dpi=120)
-    plt.close(fig)
-    return [losses_path, budget_path]
+    return fig

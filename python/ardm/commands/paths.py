@@ -1,5 +1,6 @@
-"""Where ``ardm compress`` and ``ardm decompress`` read and write: inputs checked, outputs placed
-by the ``-o`` rules, and every output written whole or not at all.
+"""Where the CLI reads and writes: inputs checked, outputs placed by the ``-o`` rules of
+``ardm compress`` and ``ardm decompress``, and every output of every command (blobs, decoded
+files, samples, plots) written whole or not at all, never over a file without ``--force``.
 
 The rules (each command's ``--help`` states them):
 
@@ -47,13 +48,15 @@ def check_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def check_free(target: Path, force: bool) -> None:
+def check_free(target: Path, force: bool, option: str = "-o") -> None:
     """A ``ValueError`` unless ``target`` may be written: it is no directory, and it does not exist
-    or ``force`` allows replacing it."""
+    or ``force`` allows replacing it. ``option`` names the flag that chooses where to write."""
     if target.is_dir():
-        raise ValueError(f"{target} is a directory; give -o a file name")
+        raise ValueError(f"{target} is a directory; give {option} a file name")
     if (target.exists() or target.is_symlink()) and not force:
-        raise ValueError(f"{target} exists; pass --force to replace it, or -o to write elsewhere")
+        raise ValueError(
+            f"{target} exists; pass --force to replace it, or {option} to write elsewhere"
+        )
 
 
 def plan_outputs(
@@ -119,11 +122,17 @@ def write_whole(
     *,
     force: bool,
     check: Callable[[Path], None] | None = None,
+    option: str = "-o",
 ) -> Path:
     """Write a file with ``write(path)`` (which returns the path it wrote: a modality may add a
     suffix to a bare name) under a temporary name beside ``target``, call ``check`` on it (it
     raises if the file is not what it must be), then rename it into place; returns the final
-    path. Nothing is left behind if any step fails."""
+    path. Nothing is left behind if any step fails.
+
+    Every other file ``write`` makes beside its path (an audio preview: one WAV per sample and
+    a plot) is moved into place with it, and each of them is refused, before any is moved, if
+    it exists and ``force`` is not given (``option``: as for :func:`check_free`).
+    """
     try:
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".ardm-"))
     except OSError as err:
@@ -133,11 +142,13 @@ def write_whole(
             written = write(staging / target.name)
         except ValueError as err:  # say the name the user gave, not the temporary one
             raise ValueError(str(err).replace(str(staging / target.name), str(target))) from err
-        final = target.parent / written.name
-        check_free(final, force)
+        made = sorted(staging.iterdir())
+        for path in made:
+            check_free(target.parent / path.name, force, option)
         if check is not None:
             check(written)
-        os.replace(written, final)
+        for path in made:
+            os.replace(path, target.parent / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return target.parent / written.name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ardm.commands.paths import write_whole
 from ardm.evaluate import (
     ensure_step_losses,
     load_held_out_images,
@@ -26,8 +27,9 @@ Draw samples from a model (run directory or shipped name) with the budget-optima
 len(policy) network calls for the whole batch (for an upscale model, the sum over stages), each
 call generating its step's variables in parallel. Prints the calls made and the time, and saves
 the samples as the model's modality shows them: images as a PNG grid, text as a text file (and
-printed). If the model has no per-step losses (needed to plan a budget below the maximum) they
-are estimated first on held-out training data.
+printed). A preview file that exists is replaced only with --force; the files are written under
+a temporary name and renamed when complete. If the model has no per-step losses (needed to plan
+a budget below the maximum) they are estimated first on held-out training data.
 
 examples:
   ardm sample runs/fm --budget 50 --n 64 -o samples.png
@@ -53,8 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="divides the logits before sampling (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of orders and draws (default: %(default)s)")
     add("-o", "--output", default=None,
-        help="preview file, replaced if it exists (default: samples.png for images, "
-             "samples.txt for text)")
+        help="preview file (default: samples.png for images, samples.txt for text)")
+    add("--force", action="store_true", help="replace preview files that exist")
     add("--scale", type=int, default=2, help="pixels per image pixel in the PNG (default: %(default)s)")
     add("--data", default=None,
         help="dataset for estimating missing step losses (default: the run's training dataset)")
@@ -81,8 +83,14 @@ def run(args: argparse.Namespace) -> int:
             f"sampling made {result.calls} network calls, the policy has {result.policy_calls}"
         )
     modality = get_modality(model.modality)
-    output = args.output or f"samples{modality.preview_suffix}"
-    path = modality.save_preview(result.images, model.num_classes, output, scale=args.scale)
+    target = Path(args.output or f"samples{modality.preview_suffix}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = write_whole(
+        target,
+        lambda staged: modality.save_preview(result.images, model.num_classes, staged,
+                                             scale=args.scale),
+        force=args.force,
+    )
     if modality.preview_suffix == ".txt":
         print(path.read_text(encoding="utf-8"))
     print(
