@@ -29,6 +29,7 @@ from ardm.modalities.audio import (
 )
 from ardm.models import OrderAgnosticARDM, UpscaleARDM
 from ardm.nets import build_net
+from ardm.nets.registry import net_config_from_dict
 
 pytestmark = pytest.mark.skipif(
     not ASTERISK_DIR.is_dir(), reason="apt-get install asterisk-core-sounds-en-wav"
@@ -277,6 +278,29 @@ def test_order_agnostic_audio_model_codes_too() -> None:
     model.estimate_step_losses(x)
     values = x.flatten()[:100].to(torch.uint16)
     assert torch.equal(ardm.decompress(ardm.compress(values, model, budget=3), model), values)
+
+
+def test_direct_parametrization_has_b_logits_saves_and_codes(tmp_path: Path) -> None:
+    """The direct parametrization over 65,536 values: b logits a sample (not K), rebuilt from
+    its config, and any length round-trips."""
+    from ardm.training.config import TrainConfig
+    from ardm.training.loop import build_for_training
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), modality="audio", data="asterisk", model="upscale",
+                      net="dilated", preset="tiny", branch_factor=16, parametrization="direct")
+    model = build_for_training(cfg, 65536, (64,)).eval()
+    assert model.net.head.params_per_var == 16
+    x = torch.from_numpy(values_from_samples(real_samples(4 * 64)).astype(np.int64)).view(4, 64)
+    model.estimate_step_losses(x)
+    save_model(model, {"preset": "tiny", "dataset": "asterisk"}, tmp_path / "saved")
+    loaded = load_model(tmp_path / "saved")
+    assert loaded.parametrization == "direct" and loaded.net.head.params_per_var == 16
+    values = x.flatten()[:150].to(torch.uint16)
+    blob = ardm.compress(values, model, budget=6)
+    assert torch.equal(ardm.decompress(blob, loaded), values)
+    for bad in ({"head_classes": 16}, {"head": "categorical", "head_classes": 10**9}):
+        with pytest.raises(ValueError, match="head_classes"):
+            net_config_from_dict("dilated", bad)
 
 
 def test_truncated_and_foreign_blobs_are_errors(model: UpscaleARDM) -> None:

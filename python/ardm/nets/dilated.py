@@ -66,6 +66,9 @@ class DilatedConfig:
     time_dim: int = 128
     head: str = "logistic_mixture"
     num_mixtures: int = 5
+    # Logits per position of a categorical head; None: one per value (K). An upscale ARDM in
+    # the direct parametrization needs only b (K = 65,536 logits per sample would not fit).
+    head_classes: int | None = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -76,10 +79,18 @@ class DilatedConfig:
             raise ValueError(f"kernel_size must be odd (non-causal, centred), got {self.kernel_size}")
         if self.time_dim < 2 or self.time_dim % 2 or self.num_mixtures < 1:
             raise ValueError("time_dim must be even and >= 2, num_mixtures >= 1")
+        h = self.head_classes
+        if h is not None and not (self.head == "categorical" and isinstance(h, int)
+                                  and not isinstance(h, bool) and 2 <= h <= 1 << 16):
+            raise ValueError(f"head_classes is for a categorical head, an integer in 2..65536, got {h!r:.40}")
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able dict (without ``head_classes`` when it is the default, so that the
+        configs, and fingerprints, of models made before it existed stay the same)."""
+        d = dataclasses.asdict(self)
+        if d["head_classes"] is None:
+            del d["head_classes"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> DilatedConfig:
@@ -156,7 +167,7 @@ class DilatedConvNet(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.data_shape = tuple(data_shape)
-        self.head = build_head(config.head, num_classes, config.num_mixtures)
+        self.head = build_head(config.head, config.head_classes or num_classes, config.num_mixtures)
         c = config.channels
         self.inp = nn.Linear(FEATURES, c)
         self.time = nn.Sequential(
