@@ -9,23 +9,29 @@ with NumPy, and against the core's own previous methods, at the sizes the models
   per call) vs the greedy merging of marginal gains over every stage's whole curve.
 
 Every comparison checks that both sides agree (costs to 1e-11 relative) and prints median times
-and ratios.
+and ratios. The greedy splitter is the reference of ``tests/test_stage_budget.py`` (imported from
+there, so the test extras must be installed).
 
     python benchmarks/bench_dp.py
 """
 
 from __future__ import annotations
 
-import heapq
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ardm._core import budget_curve, optimal_policy, policy_cost
 from ardm.models.stage_budget import plan_stages, stage_budget_curves
+
+# The previous stage splitter is kept once, as the reference the tests check plan_stages against.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_stage_budget import greedy_split  # noqa: E402
 
 
 def realistic_losses(num_steps: int, seed: int = 0) -> np.ndarray:
@@ -50,24 +56,6 @@ def numpy_budget_curve(losses: np.ndarray) -> np.ndarray:
     for k in range(1, num_steps + 1):
         layers[k] = np.min(layers[k - 1, :-1, None] + step_cost, axis=0)
     return np.minimum.accumulate(layers[:, num_steps])
-
-
-def greedy_split(curves: np.ndarray, budget: int) -> np.ndarray:
-    """The previous stage splitter: from one call per stage, each further call to the stage
-    whose whole budget curve drops most."""
-    num_stages, num_steps = curves.shape[0], curves.shape[1] - 1
-    budgets = np.ones(num_stages, dtype=np.int64)
-    heap = [(-(curves[s, 1] - curves[s, 2]), s) for s in range(num_stages) if num_steps > 1]
-    heapq.heapify(heap)
-    for _ in range(budget - num_stages):
-        if not heap:
-            break
-        _, s = heapq.heappop(heap)
-        budgets[s] += 1
-        k = budgets[s]
-        if k < num_steps:
-            heapq.heappush(heap, (-(curves[s, k] - curves[s, k + 1]), s))
-    return budgets
 
 
 def cpu_model() -> str:

@@ -15,7 +15,7 @@ import ardm
 from ardm.checkpoint import load_model, save_model
 from ardm.cli import main
 from ardm.coding import blob_sample_rate, split
-from ardm.modalities import get_modality, modality_for_path
+from ardm.modalities import audio, get_modality, modality_for_path
 from ardm.modalities.audio import (
     ASTERISK_DIR,
     AUDIO,
@@ -27,6 +27,8 @@ from ardm.modalities.audio import (
     wav_header,
     write_wav,
 )
+from ardm.modalities.image import IMAGE
+from ardm.modalities.text import TEXT
 from ardm.models import OrderAgnosticARDM, UpscaleARDM
 from ardm.nets import build_net
 from ardm.nets.registry import net_config_from_dict
@@ -269,6 +271,17 @@ def test_sample_rate_is_kept_only_where_it_differs(model: UpscaleARDM) -> None:
         ardm.compress(ardm.bundled_images()[0], sample_rate=8000)
 
 
+def test_only_audio_files_have_a_sample_rate(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "a.wav", real_samples(10), 16000)
+    assert AUDIO.read_file_with_rate(wav, (8000,))[1] == 16000
+    (tmp_path / "a.txt").write_bytes(b"abc")
+    assert TEXT.read_file_with_rate(tmp_path / "a.txt", (256,))[1] is None
+    for modality, data in ((TEXT, np.zeros(3, np.uint8)), (IMAGE, np.zeros((1, 2, 2), np.uint8))):
+        with pytest.raises(ValueError, match=f"{modality.name} data has no sample rate, got 8000"):
+            modality.write_file(tmp_path / "out", data, 8000)
+        assert modality.write_file(tmp_path / f"out-{modality.name}", data).exists()
+
+
 def test_order_agnostic_audio_model_codes_too() -> None:
     """The order-agnostic baseline over 65,536 values (K probabilities per value: small items)."""
     torch.manual_seed(0)
@@ -328,14 +341,37 @@ def test_cli_round_trips_wav_files_byte_for_byte(
     assert source.read_bytes() == original
 
 
-def test_cli_keeps_another_sample_rate(model_dir: Path, tmp_path: Path) -> None:
+def test_cli_keeps_another_sample_rate(model_dir: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     source = write_wav(tmp_path / "wide.wav", real_samples(1600), 16000)
     original = source.read_bytes()
+    reads: list[Path] = []
+    real_read = audio.read_wav
+    monkeypatch.setattr(audio, "read_wav", lambda path: reads.append(path) or real_read(path))
     assert main(["compress", str(source), "--model", str(model_dir), "--budget", "4", "--no-progress"]) == 0
+    assert len(reads) == 1  # the samples and the sample rate come from one read of the file
     source.unlink()
     assert main(["decompress", str(tmp_path / "wide.wav.ardm"), "--model", str(model_dir),
                  "--no-progress"]) == 0
     assert source.read_bytes() == original
+
+
+def test_cli_writes_audio_as_wav_only(model_dir: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A WAV's samples are never written as WAV bytes under another type's name (.png, .npy)."""
+    source = write_wav(tmp_path / "speech.wav", real_samples(200), 8000)
+    assert main(["compress", str(source), "--model", str(model_dir), "--budget", "4", "--no-progress"]) == 0
+    blob = str(tmp_path / "speech.wav.ardm")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for name in ("back.png", "back.npy"):
+        argv = ["decompress", blob, "-o", str(tmp_path / name), "--model", str(model_dir)]
+        assert main([*argv, "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert f"{name}: audio is written as a WAV file" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert main(["decompress", blob, "-o", str(tmp_path / "back"), "--model", str(model_dir),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "back.wav").read_bytes() == source.read_bytes()
 
 
 def test_cli_refuses_stereo_and_8_bit_wavs(model_dir: Path, tmp_path: Path,

@@ -255,6 +255,22 @@ def test_eval_plots_never_overwrite_without_force(grey_run, fm8_dir, tmp_path, c
     assert (plots / "bpd_vs_budget.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_demo_plot_never_overwrites_without_force(tmp_path, capsys):
+    plot = tmp_path / "demo.png"
+    plot.write_bytes(b"precious")
+    argv = ["demo", "--plot", str(plot), "--budgets", "2", "--test-images", "0", "--no-text",
+            "--no-audio"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before any work
+    assert err.strip() == (f"ardm demo: error: {plot} exists; pass --force to replace it, or "
+                           "--plot to write elsewhere")
+    assert plot.read_bytes() == b"precious"
+    assert main([*argv, "--force"]) == 0
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.png"]  # nothing left behind
+
+
 def test_a_bare_output_name_gets_its_suffix_and_is_checked_too(grey_run, tmp_path, capsys):
     Image.fromarray(grey()).save(tmp_path / "x.png")
     assert main(["compress", str(tmp_path / "x.png"), "--model", str(grey_run), "--budget", "5",
@@ -406,6 +422,15 @@ ERRORS = [
     (["infill", "kjv", "no mask here"], "no mask character"),
     (["demo", "--budgets", "0", "--no-text", "--test-images", "0"], "out of range"),
     (["demo", "--plot", "{d}/no/plot.png", "--no-text"], "does not exist"),
+    (["demo", "--plot", "{d}/dir", "--no-text", "--no-audio"], "dir is a directory; give --plot a file name"),
+    (["demo", "--plot", "{d}/plot.xyz", "--no-text", "--no-audio"], "cannot write .xyz files"),
+    (["demo", "--model", "kjv", "--no-text", "--no-audio"], "an image model of 28x28"),
+    (["train", "--out", "{d}/r", "--threads", "-1", "--preset", "tiny"], "--threads must be >= 1"),
+    (["train", "--out", "{d}/r", "--device", "mps", "--preset", "tiny"], "cpu or cuda devices"),
+    (["train", "--out", "", "--preset", "tiny"], "--out must name a run directory"),
+    (["sample", "{run}", "--n", "1", "--budget", "2", "--scale", "100000", "-o", "{d}/s.png",
+      "--no-progress"], "use a smaller scale"),
+    (["compress", "{d}/orig.png", "--model", "speech"], "use an image model"),
     (["choose-order", "{d}/nope"], "config.json"),
 ]
 

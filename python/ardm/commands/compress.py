@@ -42,7 +42,7 @@ OUTPUT_RULES = (
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "compress",
-        help="compress files losslessly (images: .png or .npy; text files)",
+        help="compress files losslessly (images: .png or .npy; text files; 16-bit mono WAV)",
         description="Compress each input file into its own .ardm blob. The model is chosen by "
         "the file's type (or --model) and found again from the blob at decompress. Each file is "
         "one joint stream (overhead paid once); --independent gives every item of a file its own "
@@ -83,9 +83,10 @@ def _check_file_fits_model(source: str, name: str, model_modality: str) -> None:
         return  # an unknown suffix: the model's modality decides whether it can read it
     if kind != model_modality:
         shipped = shipped_model_for(get_modality(kind), source)
+        article = "an" if kind[0] in "aeiou" else "a"
         raise ValueError(
-            f"{source} is {kind} data, the model {name} takes {model_modality} data; use a {kind} "
-            f"model (--model {shipped} or a run of your own)"
+            f"{source} is {kind} data, the model {name} takes {model_modality} data; use "
+            f"{article} {kind} model (--model {shipped} or a run of your own)"
         )
 
 
@@ -111,8 +112,8 @@ def same_data(decoded: np.ndarray, data: np.ndarray) -> bool:
 def _compress_one(source: str, target: Path, model, args: argparse.Namespace, several: bool) -> int:
     """Compress ``source`` into ``target`` (verified first with ``--verify``); its blob's size."""
     modality = get_modality(model.modality)
-    data = modality.read_file(source, model.data_shape)
-    rate = modality.file_sample_rate(source)  # audio: kept in the blob for the WAV it gives back
+    # One read: audio's sample rate is kept in the blob for the WAV that decompress gives back.
+    data, rate = modality.read_file_with_rate(source, model.data_shape)
     mode = "independent" if args.independent else "joint"
     try:
         total = coding_steps(data, model, budget=args.budget, mode=mode)

@@ -25,10 +25,12 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = subparsers.add_parser(
         "decompress",
-        help="restore files compressed by `ardm compress` (the pixels, values or bytes, exactly)",
+        help="restore files compressed by `ardm compress` (the pixels, values, bytes or samples, "
+        "exactly)",
         description="Decompress .ardm blobs with the model each blob names (or --model, for a "
         "model of your own). The output type follows -o's suffix; by default the .ardm suffix "
-        "is dropped (images: .png for 8-bit images, else .npy, when no suffix is left). Every "
+        "is dropped (images: .png for 8-bit images, else .npy, when no suffix is left; audio is "
+        "always a .wav). Every "
         "blob carries a check of its data: a blob that does not decode to it is an error, and "
         "every written file is read back and compared before it is put in place. "
         f"{OUTPUT_RULES} {KEPT}",

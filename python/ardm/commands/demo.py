@@ -10,6 +10,7 @@ import io
 import lzma
 import time
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ardm.coding.codec import compress, decompress, split
+from ardm.commands.paths import check_free, write_whole
 from ardm.pretrained import PRETRAINED, bundled_audio, bundled_images, bundled_text, load
 
 
@@ -32,13 +34,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "zlib; a sample; a masked verse filled in. Then the shipped speech model: bundled test "
         "speech files, each compressed alone, against FLAC -8 when flac is installed.",
     )
-    p.add_argument("--model", default=None, help="shipped model name or run directory")
+    p.add_argument("--model", default=None,
+                   help="the image model: a shipped name or a run directory of a model of 28x28 "
+                   "greyscale images (default: fashion-mnist)")
     p.add_argument("--budgets", default="10,20,50,100", help="comma-separated budgets")
     p.add_argument(
         "--test-images", type=int, default=54, help="extra Fashion-MNIST test images (0: none)"
     )
     p.add_argument("--plot", default="ardm-demo.png",
-                   help="where to save the plot (PNG; replaced if it exists)")
+                   help="where to save the plot (PNG; an existing file is replaced only with "
+                   "--force) (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace the plot file if it exists")
     p.add_argument("--text-budgets", default="20,64", help="comma-separated budgets for text")
     p.add_argument("--no-text", dest="text", action="store_false", help="leave text out")
     p.add_argument("--audio-budget", type=int, default=20,
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.plot).parent.is_dir():
         raise ValueError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does "
                          "not exist")
+    _check_plot(Path(args.plot), args.force)  # before minutes of work, not after
     audio = args.audio and (PRETRAINED["speech"] / "config.json").exists()
     if audio:
         _budgets(str(args.audio_budget), "--audio-budget", load("speech"))
@@ -172,6 +179,13 @@ def _text_demo(budgets: list[int]) -> int:
 
 def _image_demo(args: argparse.Namespace) -> int:
     model = load(args.model)
+    if model.modality != "image" or tuple(model.data_shape) != (1, 28, 28):
+        raise ValueError(
+            f"--model {args.model} codes {model.modality} items of shape "
+            f"{tuple(model.data_shape)}; the demo's --model is an image model of 28x28 "
+            "greyscale images (Fashion-MNIST); the text and speech parts use the shipped kjv "
+            "and speech models"
+        )
     budgets = _budgets(args.budgets, "--budgets", model)
     x, source = _images(args.test_images)
     dims = x.numel()
@@ -198,12 +212,32 @@ def _image_demo(args: argparse.Namespace) -> int:
         )
         if not ok:
             return 1
-    _plot(rows, png_bpd, webp_bpd, Path(args.plot))
-    print(f"plot: {args.plot}")
+    plot = write_whole(Path(args.plot), partial(_plot, rows, png_bpd, webp_bpd),
+                       force=args.force, option="--plot")
+    print(f"plot: {plot}")
     return 0
 
 
-def _plot(rows: list[tuple[int, float]], png_bpd: float, webp_bpd: float, path: Path) -> None:
+def _plot_path(path: Path) -> Path:
+    """Where the plot of ``--plot PATH`` goes: a bare name gets ``.png``."""
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
+def _check_plot(path: Path, force: bool) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if path.is_dir():
+        raise ValueError(f"--plot {path} is a directory; give --plot a file name")
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = _plot_path(path).suffix.lower()[1:]
+    if suffix not in kinds:
+        raise ValueError(f"--plot {path}: matplotlib cannot write .{suffix} files; give a name "
+                         f"ending in .png (or one of .{', .'.join(sorted(kinds))})")
+    check_free(_plot_path(path), force, "--plot")
+
+
+def _plot(rows: list[tuple[int, float]], png_bpd: float, webp_bpd: float, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,5 +253,7 @@ def _plot(rows: list[tuple[int, float]], png_bpd: float, webp_bpd: float, path: 
     ax.set_title("Lossless compression of Fashion-MNIST test images")
     ax.legend()
     fig.tight_layout()
+    path = _plot_path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path

@@ -11,10 +11,11 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ardm.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE
-from ardm.modalities import MODALITIES
+from ardm.modalities import MODALITIES, Modality
 from ardm.models import MODEL_KINDS, PARAMETRIZATIONS
 from ardm.models.stage_budget import SPLITS
 from ardm.nets import HEADS, NETS
@@ -25,16 +26,24 @@ DESCRIPTION = """\
 Train an order-agnostic ARDM (Hoogeboom et al. 2022), or with --model upscale an upscale ARDM
 that generates values coarse to fine, one base-b digit per stage (S = ceil(log_b K) stages).
 Writes a run directory with model.safetensors (EMA weights + per-step losses, estimated on
-held-out training items at the end: D of them, or S x D for an
-upscale model), config.json, train_state.pt (for --resume) and metrics.jsonl. Under torchrun
-(WORLD_SIZE > 1) it trains with DistributedDataParallel.
+held-out training items at the end: D of them, or S x D for an upscale model), config.json,
+train_state.pt (for --resume) and metrics.jsonl. Under torchrun (WORLD_SIZE > 1) it trains with
+DistributedDataParallel.
 
 examples:
   ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
   ardm train --model upscale --branch-factor 4 --parametrization data --out runs/fm-up
+  ardm train --data kjv --out runs/text            # text: transformer, order-agnostic
+  ardm train --data asterisk --out runs/speech     # audio: dilated net, upscale b = 256
   ardm train --out runs/fm --resume ...            # continue after an interruption
   torchrun --nproc_per_node=4 -m ardm.training --device cuda --preset base --out runs/base
 """
+
+
+def _per_modality(describe: Callable[[Modality], str]) -> str:
+    """``describe`` of every modality, for a help text built from the registry (a new modality
+    shows up in ``--help`` by itself)."""
+    return "; ".join(f"{m.name}: {describe(m)}" for m in MODALITIES.values())
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -46,18 +55,17 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--modality", default=None, choices=sorted(MODALITIES),
         help="kind of data (default: the named dataset's, else image)")
     add("--data", default=None,
-        help="dataset: image: 'fashion-mnist' (Debian package dataset-fashion-mnist) or a "
-             "directory of MNIST IDX files or CIFAR-10 python batches; text: 'kjv' (Debian "
-             "package bible-kjv) or a text file or directory of text files (default: the "
-             "modality's: fashion-mnist, kjv)")
+        help="dataset: " + _per_modality(lambda m: m.dataset_help)
+             + " (default: " + _per_modality(lambda m: m.default_dataset) + ")")
     add("--net", default=None, choices=sorted(NETS),
         help="network: " + "; ".join(f"{n}: {s.description}" for n, s in sorted(NETS.items()))
-             + " (default: the modality's: unet for images, transformer for text)")
+             + " (default: " + _per_modality(lambda m: m.default_net) + ")")
     add("--model", default=defaults["model"], choices=list(MODEL_KINDS),
-        help="oa: order-agnostic ARDM; upscale: coarse-to-fine upscale ARDM (default: %(default)s)")
+        help="oa: order-agnostic ARDM; upscale: coarse-to-fine upscale ARDM (default: "
+             + _per_modality(lambda m: m.default_model) + ")")
     add("--branch-factor", type=int, default=defaults["branch_factor"],
         help="upscale: base b of the digits revealed per stage; S = ceil(log_b K) stages "
-             "(default: %(default)s: 4 stages for K = 256)")
+             "(default: " + _per_modality(lambda m: str(m.default_branch_factor)) + ")")
     add("--parametrization", default=defaults["parametrization"], choices=list(PARAMETRIZATIONS),
         help="upscale: 'data' maps K-way logits to the next digit, 'direct' predicts b logits "
              "(categorical head unless --head is given) (default: %(default)s)")
@@ -80,8 +88,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--grad-clip", type=float, default=defaults["grad_clip"], help="gradient-norm clip (default: %(default)s)")
     add("--ema", type=float, default=defaults["ema"], help="EMA decay of the saved weights (default: %(default)s)")
     add("--ce-weight", type=float, default=None,
-        help="weight of the auxiliary plain cross-entropy term (default: the paper's, 1e-3 for "
-             "images, 1e-4 for text)")
+        help="weight of the auxiliary plain cross-entropy term (default: the paper's: "
+             + _per_modality(lambda m: f"{m.default_ce_weight:g}") + ")")
     add("--timestep-sampler", default=defaults["timestep_sampler"], choices=["uniform", "stratified"],
         help="how t is drawn over a batch (default: %(default)s)")
     add("--eval-every", type=int, default=defaults["eval_every"],
@@ -124,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     _check_device(cfg.device)
+    if not cfg.out.strip():  # Path("") is the working directory: say it, never assume it
+        raise ValueError("--out must name a run directory (use --out . for this one)")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
     _check_out(Path(cfg.out), resume=cfg.resume, force=getattr(args, "force", False))
     train(cfg)
     return 0
@@ -134,11 +146,16 @@ def _check_device(device: str) -> None:
     import torch
 
     try:
-        kind = torch.device(device).type
+        chosen = torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"--device {device}: not a device; use --device cpu or cuda") from err
-    if kind == "cuda" and not torch.cuda.is_available():
+    if chosen.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: ardm trains on cpu or cuda devices")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
 #: The files of a run directory; ``--force`` deletes them (and nothing else) before training.

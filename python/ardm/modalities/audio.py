@@ -186,6 +186,8 @@ class AudioModality:
     dtype = "uint16"
     default_dataset = "asterisk"
     datasets = ("asterisk",)
+    dataset_help = ("'asterisk' (Debian package asterisk-core-sounds-en-wav) or a directory of "
+                    "16-bit mono PCM WAV files")
     default_net = "dilated"
     default_ce_weight = 1e-4  # the paper's for audio
     default_model = "upscale"
@@ -212,15 +214,18 @@ class AudioModality:
         return torch.from_numpy(values).view(n, self.item_length)
 
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
+        return self.read_file_with_rate(path, data_shape)[0]
+
+    def read_file_with_rate(
+        self, path: str | os.PathLike, data_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, int | None]:
         if len(data_shape) != 1:
             raise ValueError(
                 f"{path}: a WAV file needs a model of 1-D items (samples), this one takes items of "
                 f"shape {data_shape}; use an audio model (--model speech)"
             )
-        return values_from_samples(read_wav(path)[0])
-
-    def file_sample_rate(self, path: str | os.PathLike) -> int | None:
-        return read_wav(path)[1]
+        samples, rate = read_wav(path)
+        return values_from_samples(samples), rate
 
     def write_file(
         self, path: str | os.PathLike, data: np.ndarray, sample_rate: int | None = None
@@ -230,6 +235,9 @@ class AudioModality:
         target = Path(path)
         if not target.suffix:
             target = target.with_name(target.name + ".wav")
+        elif target.suffix.lower() != ".wav":  # never WAV bytes under another type's name
+            raise ValueError(f"{target}: audio is written as a WAV file; give a name ending in "
+                             ".wav")
         return write_wav(target, samples_from_values(data), sample_rate or DEFAULT_SAMPLE_RATE)
 
     def save_preview(

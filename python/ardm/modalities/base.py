@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-__all__ = ["Modality"]
+__all__ = ["Modality", "WithoutSampleRate"]
 
 
 class Modality(Protocol):
@@ -31,6 +31,9 @@ class Modality(Protocol):
     #: The dataset ``ardm train`` uses when none is named, and every dataset known by name.
     default_dataset: str
     datasets: tuple[str, ...]
+    #: What ``ardm train --data`` takes for this modality: the named datasets (and the package
+    #: that installs each) and what a user may bring instead.
+    dataset_help: str
     #: The net (``ardm.nets.NETS``) and auxiliary cross-entropy weight ``ardm train`` defaults to.
     default_net: str
     default_ce_weight: float
@@ -57,8 +60,11 @@ class Modality(Protocol):
         """A user's file as integer data for a model of ``data_shape`` (exactly, or an error)."""
         ...
 
-    def file_sample_rate(self, path: str | os.PathLike) -> int | None:
-        """The sample rate of a file :meth:`read_file` reads (audio), None for other data."""
+    def read_file_with_rate(
+        self, path: str | os.PathLike, data_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, int | None]:
+        """:meth:`read_file` and the file's sample rate (audio) from one read; None as the rate
+        for data that has none."""
         ...
 
     def write_file(
@@ -73,3 +79,39 @@ class Modality(Protocol):
     ) -> Path:
         """Save samples (n, *item_shape) so that a person can look at them (``scale``: size)."""
         ...
+
+
+class WithoutSampleRate:
+    """The sample-rate part of a modality whose data has none (images, text), in one place: its
+    files are read with no rate and a rate given to ``write_file`` is an error. A subclass reads
+    in ``read_file`` and writes in ``write_data``.
+
+    Example:
+        >>> from ardm.modalities import get_modality
+        >>> get_modality("text").write_file("x.txt", np.zeros(1, np.uint8), 8000)
+        Traceback (most recent call last):
+        ...
+        ValueError: text data has no sample rate, got 8000
+    """
+
+    name: str
+    sample_rate = None
+
+    def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+    def read_file_with_rate(
+        self, path: str | os.PathLike, data_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, int | None]:
+        return self.read_file(path, data_shape), None
+
+    def write_file(
+        self, path: str | os.PathLike, data: np.ndarray, sample_rate: int | None = None
+    ) -> Path:
+        if sample_rate is not None:
+            raise ValueError(f"{self.name} data has no sample rate, got {sample_rate}")
+        return self.write_data(Path(path), data)
+
+    def write_data(self, path: Path, data: np.ndarray) -> Path:
+        """Write decoded data in the file's own format; returns the path written."""
+        raise NotImplementedError

@@ -22,8 +22,13 @@ import torch
 from ardm.coding.deterministic import EVAL_ROWS
 from ardm.data import load_dataset
 from ardm.files import IMAGE_SUFFIXES, default_output_suffix, read_array, write_array
+from ardm.modalities.base import WithoutSampleRate
 
 __all__ = ["IMAGE", "ImageModality", "image_grid", "save_grid"]
+
+#: The most pixels a preview grid may have once scaled (268 M, 0.8 GB of RGB): a larger one is a
+#: mistake in ``--scale`` that would exhaust memory, not a picture anyone can look at.
+MAX_GRID_PIXELS = 1 << 28
 
 
 def image_grid(images: torch.Tensor, num_classes: int, columns: int | None = None) -> np.ndarray:
@@ -52,6 +57,10 @@ def save_grid(images: torch.Tensor, num_classes: int, path: str | Path, scale: i
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
     grid = image_grid(images, num_classes)
+    height, width = grid.shape[0] * scale, grid.shape[1] * scale
+    if height * width > MAX_GRID_PIXELS:
+        raise ValueError(f"scale {scale} makes a grid of {width}x{height} pixels, more than "
+                         f"{MAX_GRID_PIXELS:,}; use a smaller scale")
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +68,7 @@ def save_grid(images: torch.Tensor, num_classes: int, path: str | Path, scale: i
     return path
 
 
-class ImageModality:
+class ImageModality(WithoutSampleRate):
     """The image modality (see the module docstring)."""
 
     name = "image"
@@ -67,13 +76,14 @@ class ImageModality:
     dtype = "uint8"
     default_dataset = "fashion-mnist"
     datasets = ("fashion-mnist",)
+    dataset_help = ("'fashion-mnist' (Debian package dataset-fashion-mnist) or a directory of MNIST "
+                    "IDX files or CIFAR-10 python batches")
     default_net = "unet"
     default_ce_weight = 1e-3  # the paper's for images
     default_model = "oa"
     default_branch_factor = 4
     preview_suffix = ".png"
     coding_rows = EVAL_ROWS
-    sample_rate = None
     file_suffixes = tuple(sorted(IMAGE_SUFFIXES | {".npy"}))
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
@@ -82,19 +92,11 @@ class ImageModality:
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
         return read_array(path, data_shape)
 
-    def file_sample_rate(self, path: str | os.PathLike) -> int | None:
-        return None  # no sample rate in this modality
-
-    def write_file(
-        self, path: str | os.PathLike, data: np.ndarray, sample_rate: int | None = None
-    ) -> Path:
-        if sample_rate is not None:
-            raise ValueError(f"{self.name} data has no sample rate, got {sample_rate}")
-        target = Path(path)
-        if not target.suffix:
-            target = target.with_name(target.name + default_output_suffix(data))
-        write_array(target, data)
-        return target
+    def write_data(self, path: Path, data: np.ndarray) -> Path:
+        if not path.suffix:
+            path = path.with_name(path.name + default_output_suffix(data))
+        write_array(path, data)
+        return path
 
     def save_preview(
         self, samples: torch.Tensor, num_classes: int, path: str | os.PathLike, scale: int = 2

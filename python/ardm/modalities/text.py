@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ardm.coding.deterministic import EVAL_ROWS
+from ardm.modalities.base import WithoutSampleRate
 
 __all__ = ["TEXT", "TextModality", "chunk_bytes", "load_text_bytes", "printable", "split_bytes"]
 
@@ -96,7 +97,7 @@ def printable(values: torch.Tensor) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in text)
 
 
-class TextModality:
+class TextModality(WithoutSampleRate):
     """The text modality (see the module docstring)."""
 
     name = "text"
@@ -104,13 +105,13 @@ class TextModality:
     dtype = "uint8"
     default_dataset = "kjv"
     datasets = ("kjv",)
+    dataset_help = "'kjv' (Debian package bible-kjv) or a text file or directory of text files"
     default_net = "transformer"
     default_ce_weight = 1e-4  # the paper's for text
     default_model = "oa"
     default_branch_factor = 4
     preview_suffix = ".txt"
     coding_rows = EVAL_ROWS
-    sample_rate = None
     file_suffixes = _TEXT_SUFFIXES
     #: Bytes per item of the models trained here (``ardm train`` cuts datasets so).
     item_length = 256
@@ -133,19 +134,11 @@ class TextModality:
             )
         return np.frombuffer(Path(path).read_bytes(), dtype=np.uint8).copy()
 
-    def file_sample_rate(self, path: str | os.PathLike) -> int | None:
-        return None  # no sample rate in this modality
-
-    def write_file(
-        self, path: str | os.PathLike, data: np.ndarray, sample_rate: int | None = None
-    ) -> Path:
-        if sample_rate is not None:
-            raise ValueError(f"{self.name} data has no sample rate, got {sample_rate}")
+    def write_data(self, path: Path, data: np.ndarray) -> Path:
         if data.dtype != np.uint8 or data.ndim != 1:
             raise ValueError(f"text data must be 1-D uint8 bytes, got {data.dtype} {data.shape}")
-        target = Path(path)
-        target.write_bytes(data.tobytes())
-        return target
+        path.write_bytes(data.tobytes())
+        return path
 
     def save_preview(
         self, samples: torch.Tensor, num_classes: int, path: str | os.PathLike, scale: int = 2
