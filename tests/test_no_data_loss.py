@@ -387,6 +387,8 @@ def files(grey_run, tmp_path) -> Path:
     run = tmp_path / "finished"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"step": 10}))
+    (tmp_path / "broken").mkdir()  # an IDX dataset directory whose test images are no IDX file
+    (tmp_path / "broken" / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip")
     return tmp_path
 
 
@@ -432,6 +434,35 @@ ERRORS = [
       "--no-progress"], "use a smaller scale"),
     (["compress", "{d}/orig.png", "--model", "speech"], "use an image model"),
     (["choose-order", "{d}/nope"], "config.json"),
+    # a categorical head over audio's 65,536 values: GBs of logits (it was OOM-killed)
+    (["train", "--out", "{d}/r", "--data", "asterisk", "--head", "categorical", "--preset", "tiny"],
+     "use --head logistic_mixture, or --model upscale --parametrization direct"),
+    (["train", "--out", "{d}/r", "--grad-clip", "-1", "--preset", "tiny"], "grad_clip must be > 0"),
+    (["train", "--out", "{d}/r", "--eval-size", "0", "--preset", "tiny"], "eval_size must be >= 1"),
+    (["train", "--out", "{d}/r", "--lr", "-0.1", "--preset", "tiny"], "lr must be a positive"),
+    (["train", "--out", "{d}/r", "--ema", "1.5", "--preset", "tiny"], "ema must be in [0, 1)"),
+    (["eval", "{run}", "--budgets", ""], "--budgets is empty; give comma-separated"),
+    (["eval", "{run}", "--budgets", "1,,2"], "--budgets '1,,2' has an empty entry"),
+    (["eval", "{run}", "--budgets", "1,x"], "'x' is not an integer"),
+    # --data names test data: a path that cannot be read is an error, never the bundled images
+    (["eval", "--data", "{d}/nowhere", "--budgets", "2", "--test-size", "2", "--exact-images",
+      "0", "--no-progress"], "nowhere does not exist"),
+    (["eval", "--data", "{d}/orig.png", "--budgets", "2", "--test-size", "2", "--exact-images",
+      "0", "--no-progress"], "orig.png is a file; for image models it is 'fashion-mnist'"),
+    (["eval", "--data", "{d}/broken", "--budgets", "2", "--test-size", "2", "--exact-images",
+      "0", "--no-progress"], "t10k-images-idx3-ubyte.gz: not an IDX file"),
+    (["eval", "--data", "{d}/dir", "--budgets", "2", "--test-size", "2", "--exact-images",
+      "0", "--no-progress"], "MNIST IDX) or CIFAR-10 batches in"),
+    (["eval", "{run}", "--plots", "{d}/orig.png"], "--plots takes a directory"),
+    (["sample", "--n", "100000000", "--no-progress"], "use a smaller --n"),
+    (["sample", "--n", "0"], "--n must be >= 1"),
+    (["sample", "--temperature", "0"], "--temperature must be a positive number"),
+    (["sample", "{run}", "--n", "1", "--budget", "2", "-o", "{d}/no/s.png", "--no-progress"],
+     "the directory"),
+    (["sample", "{run}", "--n", "1", "--budget", "2", "-o", "{d}/new/", "--no-progress"],
+     "new/ is a directory; give the preview file's name"),
+    (["infill", "speech", "ab_c"], "infill fills in text, and speech is an audio model"),
+    (["infill", "fashion-mnist", "ab_c"], "fashion-mnist is an image model"),
 ]
 
 
@@ -444,6 +475,75 @@ def test_a_user_error_is_one_line_and_exit_1(files, grey_run, capsys, argv, phra
     before = {p.name for p in files.iterdir()}
     fails(argv, capsys, phrase)
     assert {p.name for p in files.iterdir()} == before  # nothing written, nothing left behind
+
+
+def test_sample_checks_its_settings_before_sampling(grey_run, tmp_path, capsys, monkeypatch):
+    import ardm.commands.sample as command
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled before the settings were checked")
+
+    monkeypatch.setattr(command, "sample_images", never)
+    common = [str(grey_run), "--n", "2", "--budget", "2", "--no-progress"]
+    fails(["sample", *common, "--scale", "100000", "-o", str(tmp_path / "s.png")], capsys,
+          "--scale 100000 makes a grid of", "use a smaller scale")
+    fails(["sample", *common, "-o", str(tmp_path / "no" / "s.png")], capsys,
+          f"the directory {tmp_path / 'no'} does not exist")
+    fails(["sample", str(grey_run), "--n", str(10**12), "--no-progress"], capsys,
+          "samples of shape (1, 8, 8) need at least", "GiB of memory; use a smaller --n")
+    assert list(tmp_path.iterdir()) == []  # no directory made, nothing written
+
+
+def test_sample_help_names_every_modality(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    line = next(text for text in lines if text.strip().startswith("sample"))
+    assert "audio" in line
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "WAV file per sample" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error, phrase", [
+    (MemoryError(), "out of memory; use a smaller --n"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 80 GB."),
+     "out of memory (DefaultCPUAllocator: can't allocate memory"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail"),
+     "out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); use a smaller --n"),
+])
+def test_running_out_of_memory_is_one_line(grey_run, capsys, monkeypatch, error, phrase):
+    import ardm.commands.sample as command
+
+    def exhausted(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(command, "sample_images", exhausted)
+    fails(["sample", str(grey_run), "--n", "2", "--budget", "2", "--no-progress"], capsys, phrase)
+
+
+def test_out_of_memory_names_the_options_that_make_the_work_smaller(tmp_path, capsys, monkeypatch):
+    import ardm.commands.train as command
+    import ardm.training
+
+    def exhausted(cfg):
+        raise MemoryError
+
+    monkeypatch.setattr(command, "_check_out", lambda *a, **k: None)
+    monkeypatch.setattr(ardm.training, "train", exhausted)
+    fails(["train", "--out", str(tmp_path / "r"), "--preset", "tiny"], capsys,
+          "out of memory; use a smaller --batch-size or --preset")
+
+
+def test_other_runtime_errors_are_not_hidden(grey_run, monkeypatch):
+    import ardm.commands.sample as command
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not the user's input")
+
+    monkeypatch.setattr(command, "sample_images", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["sample", str(grey_run), "--n", "2", "--budget", "2", "--no-progress"])
 
 
 def test_the_installed_command_prints_one_line_too(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -165,7 +166,7 @@ def test_upscale_training_on_real_data(image_dir: Path, tmp_path: Path) -> None:
 def test_direct_upscale_defaults_to_the_categorical_head(image_dir: Path, tmp_path: Path) -> None:
     argv = ["train", "--data", str(image_dir), "--model", "upscale", "--parametrization",
             "direct", "--branch-factor", "16", "--preset", "tiny", "--steps", "1",
-            "--batch-size", "4", "--out", str(tmp_path), "--eval-size", "0", "--holdout", "4",
+            "--batch-size", "4", "--out", str(tmp_path), "--eval-size", "1", "--holdout", "4",
             "--step-loss-evals", "1", "--no-progress", "--threads", "1"]
     assert cli.main(argv) == 0
     model = load_model(tmp_path)
@@ -188,9 +189,53 @@ def test_config_defaults_and_validation() -> None:
         ({"parametrization": "both"}, "parametrization"),
         ({"budget_split": "random"}, "budget split"),
         ({"timestep_sampler": "cosine"}, "timestep sampler"),
+        ({"grad_clip": -1.0}, r"grad_clip must be > 0 \(the largest gradient norm; inf: no"),
+        ({"grad_clip": 0.0}, "grad_clip must be > 0"),  # clip_grad_norm_(0) zeroes the gradients
+        ({"grad_clip": math.nan}, "grad_clip must be > 0"),
+        ({"eval_size": 0}, "eval_size must be >= 1"),  # it trained and reported "test bpd nan"
+        ({"eval_size": -3}, "eval_size must be >= 1"),
+        ({"lr": -1e-3}, "lr must be a positive number"),
+        ({"lr": 0.0}, "lr must be a positive number"),
+        ({"lr": math.nan}, "lr must be a positive number"),
+        ({"lr": math.inf}, "lr must be a positive number"),
+        ({"ema": -0.1}, "ema must be in"),
+        ({"ema": math.nan}, "ema must be in"),
+        ({"weight_decay": -0.01}, "weight_decay must be >= 0"),
+        ({"weight_decay": math.nan}, "weight_decay must be >= 0"),
+        ({"ce_weight": math.nan}, "ce_weight must be >= 0"),
+        ({"ce_weight": -1.0}, "ce_weight must be >= 0"),
+        ({"warmup": -1}, "warmup must be >= 0"),
+        ({"holdout": -1}, "holdout must be >= 0"),
+        ({"seed": -1}, "seed must be in 0..4294967295"),
+        ({"seed": 2**64}, "seed must be in 0..4294967295"),
+        ({"model": "oa", "parametrization": "direct"}, "'direct' is for --model upscale"),
     ]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(out="x", **kwargs)
+    assert TrainConfig(out="x", grad_clip=math.inf).grad_clip == math.inf  # inf: no clipping
+    assert TrainConfig(out="x", weight_decay=0.0, warmup=0, holdout=0, seed=0).seed == 0
+
+
+def test_a_categorical_head_over_many_values_is_refused() -> None:
+    # K = 65,536 audio values: 65,536 logits a sample (GBs a batch; it was OOM-killed).
+    with pytest.raises(ValueError, match=r"K = 65,536 audio values builds 65,536 logits per "
+                       r"variable .* use --head logistic_mixture, or --model upscale "
+                       r"--parametrization direct \(b logits per variable\)"):
+        TrainConfig(out="x", data="asterisk", head="categorical", preset="tiny")
+    with pytest.raises(ValueError, match="use --head logistic_mixture$"):  # no head_classes
+        TrainConfig(out="x", data="asterisk", net="transformer", head="categorical", preset="tiny")
+    with pytest.raises(ValueError, match="use a branch factor of at most 4,096"):
+        TrainConfig(out="x", data="asterisk", parametrization="direct", branch_factor=8192)
+    # The direct parametrization gives the dilated net's categorical head b logits: accepted.
+    for head in (None, "categorical"):
+        cfg = TrainConfig(out="x", data="asterisk", parametrization="direct", head=head,
+                          preset="tiny")
+        model = build_for_training(cfg, 65536, (64,))
+        assert model.net.head.name == "categorical" and model.net.head.params_per_var == 256
+    # K = 256 (images, text) keeps its categorical heads; audio keeps its mixture head.
+    TrainConfig(out="x", head="categorical", preset="tiny")
+    TrainConfig(out="x", data="kjv", preset="tiny")
+    TrainConfig(out="x", data="asterisk", preset="tiny")
 
 
 def test_build_for_training() -> None:

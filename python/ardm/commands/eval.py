@@ -25,8 +25,9 @@ from ardm.evaluate import (
     resolve_run,
     step_loss_curves,
 )
+from ardm.modalities import get_modality
 
-__all__ = ["add_parser", "run", "format_table"]
+__all__ = ["add_parser", "run", "format_table", "check_budget_list"]
 
 DEFAULT_BUDGETS = (784, 200, 100, 50, 20, 10)
 
@@ -137,8 +138,16 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.exact_images < 0 or args.exact_max_calls < 0:
         raise ValueError("--exact-images and --exact-max-calls must be >= 0")
+    if args.budgets is not None:
+        check_budget_list(args.budgets)
     if args.plots:  # refused before anything is evaluated (on every rank: they share the files)
-        for target in plot_paths(Path(args.plots)):
+        folder = Path(args.plots)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"--plots {args.plots} is a file: --plots takes a directory (created if missing), "
+                f"where {' and '.join(p.name for p in plot_paths(folder))} are written"
+            )
+        for target in plot_paths(folder):
             check_free(target, args.force, "--plots")
     with process_group("cpu") as d:  # under torchrun: each rank its share, rank 0 prints
         return _evaluate(args, d)
@@ -150,7 +159,9 @@ def _evaluate(args: argparse.Namespace, d: Dist) -> int:
     model, config = resolve_run(args.run)
     kind = "upscale" if model.num_stages > 1 else "order-agnostic"
     low, high = model.min_budget, model.max_budget
-    budgets = parse_budgets(args.budgets or _default_budgets(low, high), model)
+    budgets = parse_budgets(
+        _default_budgets(low, high) if args.budgets is None else args.budgets, model
+    )
     extra = f", S = {model.num_stages} stages of b = {model.symbols_per_step}" if kind == "upscale" else ""
     say(
         f"{args.run or 'shipped model'}: {kind} ARDM, D = {model.num_vars}, "
@@ -162,7 +173,7 @@ def _evaluate(args: argparse.Namespace, d: Dist) -> int:
             f"({args.step_loss_evals} evaluation(s) per step; not saved)")
         ensure_step_losses(model, held, args.step_loss_evals, args.batch_size, args.seed,
                            progress)  # every rank alike (the same generator)
-    images, source = load_test_images(model, config, args.test_size, args.data)
+    images, source = _test_items(model, config, args)
     say(f"{source}, {args.repeats} estimate(s) per item, seed {args.seed}; exact fixed-order "
         f"values on {min(args.exact_images, len(images))} item(s) for policies of <= "
         f"{args.exact_max_calls} calls")
@@ -184,6 +195,56 @@ def _evaluate(args: argparse.Namespace, d: Dist) -> int:
 
 def _quiet(*_: object) -> None:
     pass
+
+
+def check_budget_list(text: str) -> None:
+    """A ``ValueError`` unless ``text`` is a comma-separated list of integers with no empty entry
+    (``parse_budgets`` then checks each against the model).
+
+    Example:
+        >>> check_budget_list("100, 20,10")
+        >>> check_budget_list("1,,2")
+        Traceback (most recent call last):
+        ...
+        ValueError: --budgets '1,,2' has an empty entry; give comma-separated network calls per item, e.g. --budgets 100,20,10
+    """
+    example = "give comma-separated network calls per item, e.g. --budgets 100,20,10"
+    entries = [entry.strip() for entry in text.split(",")]
+    if not text.strip():
+        raise ValueError(f"--budgets is empty; {example}")
+    if "" in entries:
+        raise ValueError(f"--budgets {text!r} has an empty entry; {example}")
+    for entry in entries:
+        try:
+            int(entry)
+        except ValueError:
+            raise ValueError(
+                f"--budgets {text!r}: {entry!r} is not an integer; {example}"
+            ) from None
+
+
+def _test_items(model, config: dict, args: argparse.Namespace):
+    """The test items and where they came from: those of ``--data`` when given (an error if it
+    cannot be read, never a fallback), else of the run's dataset (or the bundled images)."""
+    if args.data is None:
+        return load_test_images(model, config, args.test_size)
+    modality = get_modality(model.modality)
+    try:
+        items = modality.load(args.data, "test")[: args.test_size]
+    except ValueError as err:
+        message = str(err)
+        if Path(args.data).is_file() and "does not exist" in message:  # a file, not a dataset
+            message = (f"--data {args.data} is a file; for {model.modality} models it is "
+                       f"{modality.dataset_help}")
+        if args.data not in message:
+            message = f"--data {args.data}: {message}"
+        raise ValueError(message) from err
+    if tuple(items.shape[1:]) != tuple(model.data_shape):
+        raise ValueError(
+            f"--data {args.data} has test items of shape {tuple(items.shape[1:])}, the model "
+            f"takes {tuple(model.data_shape)}"
+        )
+    return items, f"{len(items)} test items of {args.data}"
 
 
 def plot_paths(folder: Path) -> list[Path]:

@@ -16,7 +16,7 @@ import torch
 from ardm.evaluate import resolve_run
 from ardm.modalities.text import printable
 
-__all__ = ["add_parser", "run", "infill_text"]
+__all__ = ["add_parser", "run", "infill_text", "check_text_model"]
 
 DESCRIPTION = """\
 Fill in the unknown bytes of a text (each MASK character, '_' by default) given all the known
@@ -66,11 +66,7 @@ def infill_text(
     """
     if len(mask) != 1:
         raise ValueError(f"the mask must be one byte, got {mask!r} ({len(mask)} bytes)")
-    if len(model.data_shape) != 1:
-        raise ValueError(
-            f"infill fills text: the model takes items of shape {tuple(model.data_shape)}; use a "
-            "text model (kjv)"
-        )
+    check_text_model(model)
     if mask not in data:
         raise ValueError(f"the text has no mask character {mask.decode(errors='replace')!r} to fill")
     length = model.data_shape[0]
@@ -98,15 +94,39 @@ def infill_text(
     return bytes(out), model.network_calls - calls_before
 
 
+def check_text_model(model: torch.nn.Module, name: str | None = None) -> None:
+    """A ``ValueError`` unless ``model`` (called ``name``) takes byte sequences: infill fills in
+    text, and an image or audio model's items are no bytes.
+
+    Example:
+        >>> from ardm.nets import build_net
+        >>> from ardm.models import OrderAgnosticARDM
+        >>> check_text_model(OrderAgnosticARDM(build_net("tiny", 4, (1, 4, 4)), 4, (1, 4, 4)))
+        Traceback (most recent call last):
+        ...
+        ValueError: infill fills in text, and the model is an image model (items of shape (1, 4, 4), K = 4 values); use a text model (kjv, or a run trained on text)
+    """
+    if len(model.data_shape) == 1 and model.num_classes == 256:
+        return
+    kind = getattr(model, "modality", "image")
+    article = "an" if kind[:1] in "aeiou" else "a"
+    raise ValueError(
+        f"infill fills in text, and {name or 'the model'} is {article} {kind} model (items of "
+        f"shape {tuple(model.data_shape)}, K = {model.num_classes:,} values); use a text model "
+        "(kjv, or a run trained on text)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``ardm infill`` with parsed arguments; returns the exit status."""
     if (args.text is None) == (args.file is None):
         raise ValueError("give the text as an argument or with --file, not both")
     data = Path(args.file).read_bytes() if args.file else args.text.encode("utf-8")
     mask = args.mask.encode("utf-8")
-    model, _ = resolve_run(args.run)
     if args.budget < 1:
         raise ValueError(f"budget must be >= 1, got {args.budget}")
+    model, _ = resolve_run(args.run)
+    check_text_model(model, args.run)
     start = time.perf_counter()
     filled, calls = infill_text(model, data, mask, args.budget, args.temperature, args.seed)
     seconds = time.perf_counter() - start

@@ -1,5 +1,6 @@
 """``ardm sample``: samples drawn under a budget of network calls, saved as the modality
-previews them (a PNG grid of images, a text file of text that is printed too).
+previews them (a PNG grid of images, a text file of text that is printed too, a WAV file per
+audio sample).
 
 Example:
     ardm sample runs/fm --budget 50 --n 64 -o samples.png
@@ -9,7 +10,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
+
+import torch
 
 from ardm.commands.paths import write_whole
 from ardm.evaluate import (
@@ -27,21 +32,25 @@ Draw samples from a model (run directory or shipped name) with the budget-optima
 len(policy) network calls for the whole batch (for an upscale model, the sum over stages), each
 call generating its step's variables in parallel. Prints the calls made and the time, and saves
 the samples as the model's modality shows them: images as a PNG grid, text as a text file (and
-printed). A preview file that exists is replaced only with --force; the files are written under
-a temporary name and renamed when complete. If the model has no per-step losses (needed to plan
-a budget below the maximum) they are estimated first on held-out training data.
+printed), audio as one WAV file per sample (NAME-0.wav, NAME-1.wav, ...) and a PNG of their
+waveforms. The preview is written in a directory that exists; a file that exists is replaced only
+with --force; the files are written under a temporary name and renamed when complete. If the
+model has no per-step losses (needed to plan a budget below the maximum) they are estimated first
+on held-out training data.
 
 examples:
   ardm sample runs/fm --budget 50 --n 64 -o samples.png
   ardm sample fashion-mnist --budget 20 --temperature 0.9 --seed 3
   ardm sample kjv --budget 64 --n 4
+  ardm sample speech --budget 64 --n 2 -o speech.wav   # speech-0.wav, speech-1.wav, speech.png
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sample`` on the CLI's subparsers."""
     p = subparsers.add_parser(
-        "sample", help="generate samples (images, text) under a budget of network calls",
+        "sample", help="generate samples (images, text, audio as WAV files) under a budget of "
+        "network calls",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = p.add_argument
@@ -55,7 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="divides the logits before sampling (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of orders and draws (default: %(default)s)")
     add("-o", "--output", default=None,
-        help="preview file (default: samples.png for images, samples.txt for text)")
+        help="preview file, in a directory that exists (default: samples.png for images, "
+             "samples.txt for text, samples.wav for audio: samples-0.wav, ...)")
     add("--force", action="store_true", help="replace preview files that exist")
     add("--scale", type=int, default=2, help="pixels per image pixel in the PNG (default: %(default)s)")
     add("--data", default=None,
@@ -68,9 +78,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ardm sample`` with parsed arguments; returns the exit status."""
-    if args.output and Path(args.output).is_dir():
-        raise ValueError(f"-o {args.output} is a directory; give the preview file's name")
+    _check_options(args)  # before a model is loaded
     model, config = resolve_run(args.run)
+    modality = get_modality(model.modality)
+    _check_size(model, args.n, args.scale)  # before anything is sampled
     high = model.max_budget
     budget = min(args.budget, high)
     if budget < high and not model.has_step_losses():
@@ -82,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(
             f"sampling made {result.calls} network calls, the policy has {result.policy_calls}"
         )
-    modality = get_modality(model.modality)
     target = Path(args.output or f"samples{modality.preview_suffix}")
-    target.parent.mkdir(parents=True, exist_ok=True)
     path = write_whole(
         target,
         lambda staged: modality.save_preview(result.images, model.num_classes, staged,
@@ -99,3 +108,57 @@ def run(args: argparse.Namespace) -> int:
         f"temperature {args.temperature}, seed {args.seed}) -> {path}"
     )
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """A ``ValueError`` for a setting out of range or a preview that cannot be written where
+    ``-o`` says (in a directory that exists, as ``ardm compress -o`` does)."""
+    for name in ("n", "budget", "scale", "holdout_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 < args.temperature < math.inf:
+        raise ValueError(f"--temperature must be a positive number, got {args.temperature}")
+    if args.output is None:
+        return
+    output = Path(args.output)
+    if output.is_dir() or args.output.endswith(("/", os.sep)):
+        raise ValueError(f"-o {args.output} is a directory; give the preview file's name")
+    if not output.parent.is_dir():
+        raise ValueError(f"-o {args.output}: the directory {output.parent} does not exist")
+
+
+def memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_size(model, n: int, scale: int) -> None:
+    """Refuse ``n`` samples whose sampling cannot fit in memory, and a ``scale`` that makes an
+    image grid too large to write, before any network call.
+
+    One network call over the batch holds each item's values (int64) and a float32
+    probability of every symbol of every variable: a lower bound of what sampling needs.
+    """
+    symbols = int(getattr(model, "symbols_per_step", model.num_classes))
+    per_item = model.num_vars * (8 + 4 * symbols)
+    memory = memory_bytes()
+    if memory is not None and n * per_item > memory:
+        raise ValueError(
+            f"--n {n:,} samples of shape {tuple(model.data_shape)} need at least "
+            f"{n * per_item / 2**30:,.1f} GiB while sampling, more than this machine's "
+            f"{memory / 2**30:,.1f} GiB of memory; use a smaller --n (at most "
+            f"{max(1, memory // per_item):,}), and another --seed for more samples"
+        )
+    if model.modality == "image":
+        from ardm.modalities.image import MAX_GRID_PIXELS, image_grid
+
+        grid = image_grid(torch.zeros((n, *model.data_shape), dtype=torch.uint8), 2)
+        height, width = grid.shape[0] * scale, grid.shape[1] * scale
+        if height * width > MAX_GRID_PIXELS:
+            raise ValueError(
+                f"--scale {scale} makes a grid of {width}x{height} pixels for {n} samples, more "
+                f"than {MAX_GRID_PIXELS:,}; use a smaller scale (or --n)"
+            )

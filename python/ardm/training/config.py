@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 from ardm.modalities import MODALITIES
@@ -22,12 +24,18 @@ from ardm.models.stage_budget import SPLITS
 from ardm.models.timesteps import make_sampler
 from ardm.nets import HEADS, NETS
 
-__all__ = ["TrainConfig", "FIXED_ON_RESUME", "LR_SCHEDULES", "PRECISIONS"]
+__all__ = [
+    "TrainConfig", "FIXED_ON_RESUME", "LR_SCHEDULES", "MAX_CATEGORICAL_LOGITS", "PRECISIONS",
+]
 
 #: constant after warm-up, or cosine decay to a tenth of ``lr`` at ``steps``.
 LR_SCHEDULES = ("constant", "cosine")
 #: auto: bf16 autocast on CUDA, fp32 on a CPU (bf16 there is asked for by name).
 PRECISIONS = ("auto", "bf16", "fp32")
+#: The most logits per variable a categorical head may have; more take gigabytes a batch.
+MAX_CATEGORICAL_LOGITS = 4096
+#: Seeds are combined with steps and epochs into torch generator seeds (64-bit).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -110,16 +118,74 @@ class TrainConfig:
             raise ValueError(
                 f"unknown {self.net} preset {self.preset!r}; choose one of {sorted(presets)}"
             )
+        self._check_numbers()
+        self._check_head_size()
+
+    def _check_numbers(self) -> None:
+        """Every numeric setting in its range (NaN is in none): a ``ValueError`` names it."""
         positive = ("steps", "batch_size", "eval_every", "ckpt_every", "step_loss_evals")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_size < 1:  # 0 would train without a test bpd and report it as nan
+            raise ValueError(
+                f"eval_size must be >= 1 (the test items the test bpd is estimated on; a few "
+                f"make it quick), got {self.eval_size}"
+            )
+        for name in ("warmup", "holdout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be >= 0 (0: none), got {self.weight_decay}")
+        # clip_grad_norm_ with a bound <= 0 zeroes or flips the gradients; inf clips nothing.
+        if not self.grad_clip > 0.0:
+            raise ValueError(
+                f"grad_clip must be > 0 (the largest gradient norm; inf: no clipping), got "
+                f"{self.grad_clip}"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
-        if self.ce_weight < 0:
+        if not 0.0 <= self.ce_weight < math.inf:
             raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
-        if self.lr <= 0 or self.warmup < 0 or self.holdout < 0 or self.eval_size < 0:
-            raise ValueError("lr must be > 0; warmup, holdout and eval_size must be >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+
+    def _check_head_size(self) -> None:
+        """Refuse a categorical head with so many logits per variable that a batch's logits take
+        gigabytes (a categorical head over audio's K = 65,536 values). The head and its logits
+        are those :func:`ardm.training.loop.build_for_training` builds."""
+        if self.parametrization == "direct" and self.model != "upscale":
+            raise ValueError(
+                f"parametrization 'direct' is for --model upscale (it predicts each stage's b "
+                f"digits); --model {self.model} predicts the values themselves"
+            )
+        spec = NETS[self.net]
+        head = self.head or ("categorical" if self.parametrization == "direct"
+                             else spec.presets[self.preset].head)
+        if head != "categorical":
+            return
+        num_classes = MODALITIES[self.modality].num_classes
+        has_head_classes = "head_classes" in {f.name for f in dataclasses.fields(spec.config_class)}
+        if self.parametrization == "direct" and has_head_classes:
+            if self.branch_factor > MAX_CATEGORICAL_LOGITS:
+                raise ValueError(
+                    f"a categorical head with b = {self.branch_factor:,} logits per variable "
+                    f"(--parametrization direct) takes gigabytes a batch; use a branch factor of "
+                    f"at most {MAX_CATEGORICAL_LOGITS:,}"
+                )
+            return
+        if num_classes <= MAX_CATEGORICAL_LOGITS:
+            return
+        options = "--head logistic_mixture"
+        if has_head_classes:
+            options += ", or --model upscale --parametrization direct (b logits per variable)"
+        raise ValueError(
+            f"a categorical head over the K = {num_classes:,} {self.modality} values builds "
+            f"{num_classes:,} logits per variable (gigabytes a batch; at most "
+            f"{MAX_CATEGORICAL_LOGITS:,} are allowed); use {options}"
+        )
 
 
 # Fields that define the model or the data stream; a resumed run must not change them.
