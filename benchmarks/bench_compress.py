@@ -11,8 +11,9 @@ is a lower bar for them than per image. ARDM runs three ways, every round trip v
 
 For each it prints the exact -log2 p of the images under the coding order and policy ("NLL"),
 what the blob costs, and the overhead per image (blob minus NLL), split into the bytes outside
-the streams (the frame of independent streams) and what the streams add (the 32-bit check carried
-by the coder's initial state, the header fields, the byte ending, quantization).
+the streams (the frame of independent streams: its stream lengths and its 32-bit check) and what
+the streams add (the check carried by the coder's initial state, 32 bits, or 24 for a piece of an
+independent frame; the header fields, the byte ending, quantization).
 
     python benchmarks/bench_compress.py --subset 2000 --budgets 200,100,50,20
     torchrun --nproc_per_node=4 benchmarks/bench_compress.py --subset 2000   # sharded

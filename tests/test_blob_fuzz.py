@@ -77,7 +77,7 @@ def tiny_blobs(tiny_models) -> dict[str, tuple]:
     """(data, model, blob) of every kind: one item, joint and independent batches, joint and
     independent sequences (the last item short); coded and raw items both occur."""
     oa, up, text = tiny_models["oa"], tiny_models["up"], tiny_models["text"]
-    return {
+    blobs = {
         "image one item": _blob(_crops(2)[1], oa, "joint", 3),
         "image one item, upscale": _blob(_crops(1)[0], up, "joint", 4),
         "image batch joint": _blob(_crops(2), oa, "joint", 2),
@@ -85,6 +85,14 @@ def tiny_blobs(tiny_models) -> dict[str, tuple]:
         "text sequence joint": _blob(_text(21), text, "joint", 3),
         "text sequence independent": _blob(_text(37), text, "independent", 2),
     }
+    # pieces of independent blobs alone (split): their header marked, their check 24 bits
+    for kind, index in (("image", 0), ("text", -1)):
+        x, model, blob = blobs[f"{kind} {'batch' if kind == 'image' else 'sequence'} independent"]
+        item = x[index] if kind == "image" else x[32:]  # the text's last piece: 5 of 16 values
+        piece = ardm.coding.split(blob)[index]
+        assert torch.equal(ardm.decompress(piece, model), item)
+        blobs[f"{kind} piece alone"] = (item, model, piece)
+    return blobs
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +125,7 @@ def _check(blob: bytes, model: ardm.models.ARDM, *originals: torch.Tensor) -> No
 
 @pytest.mark.parametrize("kind", [
     "image one item", "image one item, upscale", "image batch joint", "image batch independent",
-    "text sequence joint", "text sequence independent",
+    "text sequence joint", "text sequence independent", "image piece alone", "text piece alone",
 ])
 def test_every_flipped_bit_is_an_error_or_changes_nothing(tiny_blobs, kind):
     x, model, blob = tiny_blobs[kind]
@@ -169,8 +177,9 @@ def test_a_rewritten_header_field_over_real_data_is_an_error(shipped_blobs, kind
     joiner, streams = unpack_streams(blob)
     if joiner is None:
         mutant = _rewrite_header(blob, model, change_it)
-    else:
-        mutant = pack_streams([_rewrite_header(streams[0], model, change_it), *streams[1:]], joiner)
+    else:  # the frame's check made right for the data: the piece's own check must catch it
+        mutant = pack_streams([_rewrite_header(streams[0], model, change_it), *streams[1:]], joiner,
+                              [item.numpy() for item in x])
     with pytest.raises(ValueError):
         ardm.decompress(mutant, model)
 
@@ -243,7 +252,8 @@ def mutations(draw: st.DrawFn, blob: bytes, other: bytes) -> bytes:
 
 
 TINY_KINDS = ["image one item", "image one item, upscale", "image batch joint",
-              "image batch independent", "text sequence joint", "text sequence independent"]
+              "image batch independent", "text sequence joint", "text sequence independent",
+              "image piece alone", "text piece alone"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -18,9 +18,12 @@ from ardm.coding.container import (
     LAYOUT_BATCH,
     LAYOUT_ONE,
     LAYOUT_SEQUENCE,
+    PIECE_FLOOR,
     StreamHeader,
+    check_frame,
     check_state,
     looks_like_version_1,
+    mark_piece,
     pack_streams,
     unpack_streams,
 )
@@ -33,11 +36,17 @@ def test_frame_round_trip_and_one_stream_passes_through():
     many = [b"\x07" * int(n) for n in rng.integers(250, 350, 100)]
     framed = pack_streams(many, JOIN_STACK)
     assert unpack_streams(framed) == (JOIN_STACK, many)
-    assert len(framed) - sum(map(len, many)) <= 100 * 8 / 8 + 6  # Rice: about a byte a length
+    # Rice: about a byte a length; 6 bytes of frame and 4 of its check
+    assert len(framed) - sum(map(len, many)) <= 100 * 8 / 8 + 6 + 4
     for joiner in (JOIN_STACK, JOIN_CONCAT):
         assert unpack_streams(pack_streams(streams, joiner)) == (joiner, streams)
+    short = [b"\x05", b"\x01ab", b"\x07"]  # pieces below 2^24 alone take 1 to 3 bytes
+    assert unpack_streams(pack_streams(short, JOIN_STACK)) == (JOIN_STACK, short)
     assert unpack_streams(b"\x07abcd") == (None, [b"\x07abcd"])
     assert pack_streams([b"\x07abcd"], None) == b"\x07abcd"
+
+
+CRC = b"\x00" * 4  # the frame's check, at its end: not read by unpack_streams
 
 
 @pytest.mark.parametrize(
@@ -45,15 +54,19 @@ def test_frame_round_trip_and_one_stream_passes_through():
     [
         (b"", "empty"),
         (b"\x00", "truncated"),
-        (b"\x00\x05\x01\x01abcd", "joiner"),
-        (b"\x00\x00\x80", "truncated"),
-        (b"\x00\x00\x7f\x01\x01abcd", "cannot fit"),
-        (b"\x00\x00\x02\xc8\x01\x00\x00\x01abcd\x02efgh", "do not fit"),
-        (b"\x00\x00\x02\x05\x50\x00\x01abcd\x02efgh", "Rice"),
-        (b"\x00\x00\x02\x05\x00\x00\x00abcd\x02efgh", "zero byte"),
-        (b"\x00\x00\x02\x85\x00\x00\x00\x01abc\x02efgh", "non-canonical"),
-        (b"\x00\x00\x02\x05\x00\xff\xff\xff\xff", "exceeds"),
-        (b"\x00\x00\x02\x05\x00\x01\x01abcd\x02efgh", "padding"),
+        (b"\x00\x05\x01\x01abcd" + CRC, "kind"),
+        (b"\x00\x00\x01\x01abcd", "earlier development version"),  # the frames before the check
+        (b"\x00\x01\x02\x05\x00\x00\x01abcd\x02efgh", "earlier development version"),
+        (b"\x00\x02\x80", "truncated"),
+        (b"\x00\x02\x7f\x01\x01abcd" + CRC, "cannot fit"),
+        (b"\x00\x02\x01" + CRC, "do not fit"),  # an empty stream
+        (b"\x00\x02\x02\xc8\x01\x00\x00\x01abcd\x02efgh" + CRC, "do not fit"),
+        (b"\x00\x02\x02\x05\x00\x00\x01abcd" + CRC, "do not fit"),
+        (b"\x00\x02\x02\x05\x50\x00\x01abcd\x02efgh" + CRC, "Rice"),
+        (b"\x00\x02\x02\x05\x00\x00\x00abcd\x02efgh" + CRC, "zero byte"),
+        (b"\x00\x02\x02\x85\x00\x00\x00\x01abc\x02efgh" + CRC, "non-canonical"),
+        (b"\x00\x02\x02\x05\x00\xff\xff\xff\xff" + CRC, "exceeds"),
+        (b"\x00\x02\x02\x05\x00\x01\x01abcd\x02efgh" + CRC, "padding"),
     ],
 )
 def test_bad_frames(blob, message):
@@ -162,6 +175,98 @@ def test_initial_state_covers_fingerprint_header_and_values():
         check_state(state + 1, 0, state)
     with pytest.raises(ValueError, match="integrity"):
         check_state(state, 1, state)
+
+
+def test_coders_of_a_lower_floor():
+    """The bindings of streams that start below 2^31 (rust/src/ans.rs): the floor travels with
+    the coder, a decoder is given it, and the default stays 2^31."""
+    logits = np.zeros((3, 2), np.float32)
+    for start in (PIECE_FLOOR, PIECE_FLOOR + 2**24 - 1, 2**40):
+        coder = _core.AnsCoder(start, floor=PIECE_FLOOR)
+        coder.push([1, 0, 1], logits)
+        data = coder.to_compact_bytes()
+        assert data[0] != 0
+        for decoder in (_core.AnsCoder.from_compact_bytes(data, floor=PIECE_FLOOR),
+                        _core.AnsCoderBatch.from_compact_bytes_list([data], floor=PIECE_FLOOR)):
+            out = decoder.pop(logits[None] if isinstance(decoder, _core.AnsCoderBatch) else logits)
+            assert out.reshape(-1).tolist() == [1, 0, 1]
+            assert int(np.asarray(decoder.states() if hasattr(decoder, "states")
+                                  else decoder.state()).reshape(-1)[0]) == start
+    assert _core.AnsCoder(PIECE_FLOOR + 5, floor=PIECE_FLOOR).to_compact_bytes() == b"\x01\x00\x05"
+    with pytest.raises(ValueError, match="2\\^31, 2\\^63"):
+        _core.AnsCoder(PIECE_FLOOR)
+    with pytest.raises(ValueError, match="floor"):
+        _core.AnsCoder(2**31, floor=0)
+    with pytest.raises(ValueError, match="floor"):
+        _core.AnsCoder(2**31, floor=2**31 + 1)
+    with pytest.raises(ValueError, match="initial_states"):
+        _core.AnsCoderBatch(2, floor=PIECE_FLOOR)
+    with pytest.raises(ValueError):
+        _core.AnsCoder.from_compact_bytes(b"\x05\x00\x00")  # below the default floor
+
+
+def test_a_piece_checks_24_bits_from_a_state_below_2_to_the_31():
+    """A piece of a frame starts at 2^16 + (CRC-32 mod 2^24): about 22.6 bits where any state
+    of at least 2^31 costs 31 or more."""
+    items = [np.arange(10, dtype=np.uint8)]
+    whole = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, raw=[False])
+    piece = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, raw=[False], piece=True)
+    state = piece.initial_state(1234, items)
+    assert PIECE_FLOOR <= state < PIECE_FLOOR + 2**24
+    assert state - PIECE_FLOOR == (whole.initial_state(1234, items) - 2**31) % 2**24
+    assert piece.initial_state(1235, items) != state
+    rng = np.random.default_rng(0)
+    cost = np.mean([math.log2(PIECE_FLOOR + c) for c in rng.integers(0, 2**24, 10000)])
+    assert 22.4 < cost < 22.8
+
+
+def test_a_piece_alone_is_marked_in_its_header():
+    """split marks a piece (4 bits): its decoder then knows its check is 24 bits. Inside a
+    frame a marked piece is an error; the mark pops back to the same header."""
+    for header in (StreamHeader("kjv", 0, LAYOUT_SEQUENCE, 100, raw=[False], piece=True),
+                   StreamHeader(None, 0xBEEF, LAYOUT_ONE, 1, "int16", 77, 5, raw=[True], piece=True)):
+        coder = _core.AnsCoder(PIECE_FLOOR + 12345, floor=PIECE_FLOOR)
+        coder.push(np.arange(50) % 3, np.zeros((50, 3), np.float32))
+        writer = FieldWriter()
+        header.write(writer)  # as inside a frame: not marked
+        writer.push_onto(coder)
+        stream = coder.to_compact_bytes()
+        alone = mark_piece(stream)
+        cost = 8 * (len(alone) - len(stream))
+        assert -8 <= cost <= 16
+        reader = FieldReader(_core.AnsCoder.from_compact_bytes(alone, floor=PIECE_FLOOR))
+        back = StreamHeader.read_prefix(reader)
+        back.read_raw_flags(reader, 1)
+        assert back == header and back.piece
+        unmarked = StreamHeader.read_prefix(FieldReader(_core.AnsCoder.from_compact_bytes(
+            stream, floor=PIECE_FLOOR)))
+        assert not unmarked.piece
+        with pytest.raises(ValueError, match="marked"):
+            mark_piece(alone)
+    bare = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, raw=[False])
+    marked = FieldWriter()
+    bare.write_prefix(marked, marked=True)
+    coder = _core.AnsCoder(2**40)
+    marked.push_onto(coder)
+    unmarked = _header_cost_bits(bare) - 0.152  # the raw summary
+    assert 3.5 < math.log2(coder.state()) - 40 - unmarked < 4.5
+
+
+def test_the_frame_check_covers_its_bytes_and_the_data():
+    items = [np.arange(10, dtype=np.uint8), np.arange(3, dtype=np.uint8)]
+    streams = [b"\x05" + bytes(range(10)), b"\x01abc", b"\xff" * 30]
+    frame = pack_streams(streams, JOIN_CONCAT, items)
+    check_frame(frame, items)
+    with pytest.raises(ValueError, match="check of its frame"):
+        check_frame(frame, [items[0], items[1] + 1])
+    with pytest.raises(ValueError, match="check of its frame"):
+        check_frame(frame, items[::-1])
+    for bit in range(8 * len(frame)):  # a CRC catches every error of up to 32 bits in a row
+        bad = bytearray(frame)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(ValueError):
+            unpack_streams(bytes(bad))
+            check_frame(bytes(bad), items)
 
 
 def test_format_1_detection():

@@ -40,7 +40,8 @@
 //!
 //! The words come in the order the decoder consumes them, the most recently written first.
 //! `k` is the smallest number of bytes that holds the state, one of 4, 5, 6, 7, so a reader
-//! knows it from the total length `n` alone: `k = 4 + n mod 4`. A state of 8 bytes
+//! knows it from the total length `n` alone: `k = 4 + n mod 4` (a stream that started below `L`
+//! can also be a state alone in `n < 4` bytes: `k = n`, see below). A state of 8 bytes
 //! (`x >= 2^56`) first flushes one more word, its low 32 bits, which becomes the first word the
 //! decoder consumes, and writes `x >> 32`, which lies in `[2^24, 2^31)`, in `k = 4` bytes.
 //! [`AnsCoder::from_compact_bytes`] reads `k` bytes; a zero top byte is rejected (not
@@ -53,6 +54,21 @@
 //! any state in `[L, 2^63)` ([`AnsCoder::with_initial_state`]), for example `L` plus a
 //! checksum of the data: the decoder that pops every symbol must end exactly at that state
 //! with no words left, so the check rides in the bits that the initial state occupies anyway.
+//!
+//! # Streams that start below `L`
+//!
+//! A stream may also start below `L`, at any state of at least its *floor* `F` (`1 <= F <= L`,
+//! [`AnsCoder::with_floor`]), so that a short checksum costs only its own bits: a state
+//! `2^16 + crc24` costs about 22.6 bits where any state `>= 2^31` costs at least 31. The encoder
+//! needs no change (while `x < L` no push can reach the renormalization threshold, and pushes
+//! never lower the state), and once `x >= L` it stays there. So the states below `L` are the
+//! bottom of the stack, before the first word: the decoder, when a pop leaves `x < L`, takes a
+//! word only while words are left; with none left, `x` must still be at least `F` (a pop never
+//! raises the state, and none goes below the initial state), else it popped past the end. The
+//! default floor is `L`, which is the strict rule above. In the compact format such a state (no
+//! words) takes its minimal number of bytes, 1 to 4, top byte non-zero; a reader is given the
+//! floor ([`AnsCoder::from_compact_bytes_with_floor`]) and accepts fewer than 4 bytes, or 4
+//! below `2^31` with no word after them, only where they are at least `F`.
 //!
 //! [`AnsBatch`] holds many independent streams and codes them in parallel with rayon; each
 //! stream's bytes are exactly those of a single [`AnsCoder`] fed the same rows.
@@ -89,6 +105,8 @@ const WORD_BITS: u32 = 32;
 pub struct AnsCoder {
     state: u64,
     words: Vec<u32>,
+    /// The lowest state the stream may reach with no words left (see the module docs).
+    floor: u64,
     quantizer: Quantizer,
 }
 
@@ -100,7 +118,7 @@ impl Default for AnsCoder {
 
 impl PartialEq for AnsCoder {
     fn eq(&self, other: &Self) -> bool {
-        self.state == other.state && self.words == other.words
+        self.state == other.state && self.words == other.words && self.floor == other.floor
     }
 }
 
@@ -110,6 +128,7 @@ impl AnsCoder {
         AnsCoder {
             state: STATE_LOW,
             words: Vec::new(),
+            floor: STATE_LOW,
             quantizer: Quantizer::new(),
         }
     }
@@ -137,7 +156,45 @@ impl AnsCoder {
         })
     }
 
-    /// The current state, in `[STATE_LOW, 2^63)`.
+    /// A stack that starts at `state`, which may lie below [`STATE_LOW`]: `floor` must lie in
+    /// `[1, STATE_LOW]` and `state` in `[floor, 2^63)`. A decoder of its stream is given the
+    /// same floor ([`AnsCoder::from_compact_bytes_with_floor`]).
+    ///
+    /// ```
+    /// use ardm_core::ans::AnsCoder;
+    /// let start = (1 << 16) + 0x12_3456; // e.g. 2^16 + a 24-bit checksum
+    /// let logits = [0.0f32, 2.0, -1.0];
+    /// let mut coder = AnsCoder::with_floor(start, 1 << 16).unwrap();
+    /// coder.push(&[2, 1], &logits.repeat(2), 3).unwrap();
+    /// let bytes = coder.to_compact_bytes();
+    /// assert_eq!(bytes.len(), 4); // the state never reached 2^31: no word
+    /// let mut decoder = AnsCoder::from_compact_bytes_with_floor(&bytes, 1 << 16).unwrap();
+    /// assert_eq!(decoder.pop(&logits.repeat(2), 3).unwrap(), vec![2, 1]);
+    /// assert_eq!((decoder.state(), decoder.num_words()), (start, 0));
+    /// assert!(AnsCoder::from_compact_bytes(&bytes).is_err()); // the default floor is 2^31
+    /// assert!(AnsCoder::with_floor(start, start + 1).is_err());
+    /// ```
+    pub fn with_floor(state: u64, floor: u64) -> CoreResult<Self> {
+        check_floor(floor)?;
+        if !(floor..STATE_HIGH).contains(&state) {
+            return Err(CoreError::new(format!(
+                "an initial ANS state must lie in [{floor:#x}, 2^63), got {state:#x}"
+            )));
+        }
+        Ok(AnsCoder {
+            state,
+            floor,
+            ..Self::new()
+        })
+    }
+
+    /// The stream's floor: the lowest state it may reach with no words left.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// The current state, in `[STATE_LOW, 2^63)`, or in `[floor, STATE_LOW)` with no words
+    /// for a stream that started below `STATE_LOW`.
     ///
     /// ```
     /// use ardm_core::ans::{AnsCoder, STATE_LOW};
@@ -235,6 +292,7 @@ impl AnsCoder {
         let (state, len) = decode(
             &mut self.quantizer,
             self.state,
+            self.floor,
             &self.words,
             rows,
             num_symbols,
@@ -246,7 +304,9 @@ impl AnsCoder {
         Ok(out)
     }
 
-    /// The words, then the state as (low, high) words, little endian.
+    /// The words, then the state as (low, high) words, little endian. A state below
+    /// [`STATE_LOW`] is written too, but [`AnsCoder::from_bytes`] rejects it: such streams
+    /// travel in the compact format.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 * (self.words.len() + 2));
         for &w in &self.words {
@@ -280,6 +340,7 @@ impl AnsCoder {
         Ok(AnsCoder {
             state,
             words,
+            floor: STATE_LOW,
             quantizer: Quantizer::new(),
         })
     }
@@ -299,7 +360,8 @@ impl AnsCoder {
         } else {
             (self.state, None)
         };
-        // head >= 2^24: a state >= 2^31, or a flushed one >= 2^56.
+        // head >= 2^24: a state >= 2^31, or a flushed one >= 2^56; only a state below the
+        // default floor (no words) can be smaller, and then takes 1 to 3 bytes.
         let k = (64 - head.leading_zeros()).div_ceil(8) as usize;
         let mut out = Vec::with_capacity(k + 4 * (self.words.len() + 1));
         out.extend_from_slice(&head.to_be_bytes()[8 - k..]);
@@ -325,13 +387,25 @@ impl AnsCoder {
     /// assert!(AnsCoder::from_compact_bytes(&[0, 0x80, 0, 0, 0]).is_err()); // zero top byte
     /// ```
     pub fn from_compact_bytes(bytes: &[u8]) -> CoreResult<Self> {
-        if bytes.len() < 4 {
+        Self::from_compact_bytes_with_floor(bytes, STATE_LOW)
+    }
+
+    /// [`AnsCoder::from_compact_bytes`] of a stream whose floor is `floor` (see
+    /// [`AnsCoder::with_floor`]): 4 bytes below `2^31` are also a state, if at least `floor`.
+    pub fn from_compact_bytes_with_floor(bytes: &[u8], floor: u64) -> CoreResult<Self> {
+        check_floor(floor)?;
+        // Below 4 bytes: a state below 2^24 alone, only in a stream of a floor that low.
+        if bytes.len() < 4 && (bytes.is_empty() || floor >= 1 << 24) {
             return Err(compact_error(format!(
                 "{} bytes, at least 4 are needed",
                 bytes.len()
             )));
         }
-        let k = 4 + bytes.len() % 4;
+        let k = if bytes.len() < 4 {
+            bytes.len()
+        } else {
+            4 + bytes.len() % 4
+        };
         let (head, rest) = bytes.split_at(k);
         if head[0] == 0 {
             return Err(compact_error(
@@ -343,11 +417,20 @@ impl AnsCoder {
         debug_assert!(rest.is_empty());
         let mut words = words.iter().map(|&w| u32::from_le_bytes(w));
         let state = if value < STATE_LOW {
-            let low = words.next().ok_or_else(|| {
-                compact_error(format!(
-                    "the state {value:#x} is below 2^31 and no flushed word follows"
-                ))
-            })?;
+            let Some(low) = words.next() else {
+                // a stream that started below 2^31 and never reached it
+                if value < floor {
+                    return Err(compact_error(format!(
+                        "the state {value:#x} is below {floor:#x} and no flushed word follows"
+                    )));
+                }
+                return Ok(AnsCoder {
+                    state: value,
+                    words: Vec::new(),
+                    floor,
+                    quantizer: Quantizer::new(),
+                });
+            };
             let state = (value << WORD_BITS) | low as u64;
             if state >> 56 == 0 {
                 return Err(compact_error(format!(
@@ -368,6 +451,7 @@ impl AnsCoder {
         Ok(AnsCoder {
             state,
             words,
+            floor,
             quantizer: Quantizer::new(),
         })
     }
@@ -377,6 +461,15 @@ fn check_state(state: u64) -> CoreResult<()> {
     if !(STATE_LOW..STATE_HIGH).contains(&state) {
         return Err(CoreError::new(format!(
             "an initial ANS state must lie in [2^31, 2^63), got {state:#x}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_floor(floor: u64) -> CoreResult<()> {
+    if !(1..=STATE_LOW).contains(&floor) {
+        return Err(CoreError::new(format!(
+            "an ANS stream's floor must lie in [1, 2^31], got {floor:#x}"
         )));
     }
     Ok(())
@@ -546,9 +639,11 @@ use with_vector_k;
 simd_dispatch! {
     /// Decodes one symbol per row into `out` from `(state, words)` without changing them;
     /// returns the new state and the number of words left.
+    #[allow(clippy::too_many_arguments)]
     fn decode(
         quantizer: &mut Quantizer,
         state: u64,
+        floor: u64,
         words: &[u32],
         rows: &[f32],
         num_symbols: usize,
@@ -558,9 +653,13 @@ simd_dispatch! {
 }
 
 /// One decoder step: the state after popping the symbol of `slot` in `[cum, cum + freq)`.
+/// Below `STATE_LOW` it takes a word while there are any; with none left the state may go
+/// down to `floor` (a stream that started below `STATE_LOW`, see the module docs).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn decode_step(
     x: u64,
+    floor: u64,
     words: &[u32],
     len: &mut usize,
     slot: u32,
@@ -570,6 +669,9 @@ fn decode_step(
     let mut x = freq as u64 * (x >> PRECISION) + (slot - cum) as u64;
     if x < STATE_LOW {
         if *len == 0 {
+            if x >= floor {
+                return Ok(x);
+            }
             return Err(CoreError::new(
                 "popped past the end of the ANS stream (truncated or corrupted data, \
                  or different distributions than when pushed)",
@@ -588,6 +690,7 @@ fn decode_rows<L: Lanes>(
     lanes: L,
     quantizer: &mut Quantizer,
     state: u64,
+    floor: u64,
     words: &[u32],
     rows: &[f32],
     num_symbols: usize,
@@ -603,7 +706,7 @@ fn decode_rows<L: Lanes>(
                 let freqs = small_freqs(row, input)?;
                 let slot = (x & (TOTAL as u64 - 1)) as u32;
                 let (s, cum, freq) = small_find(&freqs, slot);
-                x = decode_step(x, words, &mut len, slot, cum, freq)?;
+                x = decode_step(x, floor, words, &mut len, slot, cum, freq)?;
                 *symbol = s as i64;
             }
         });
@@ -615,6 +718,7 @@ fn decode_rows<L: Lanes>(
         lanes: L,
         quantizer: &mut Quantizer<W, P>,
         state: u64,
+        floor: u64,
         words: &[u32],
         rows: &[f32],
         k: usize,
@@ -630,7 +734,7 @@ fn decode_rows<L: Lanes>(
             quantizer.prepare(lanes, row, input)?;
             let slot = (x & (TOTAL as u64 - 1)) as u32;
             let (s, cum, freq) = quantizer.find(lanes, row, slot);
-            x = decode_step(x, words, &mut len, slot, cum, freq)?;
+            x = decode_step(x, floor, words, &mut len, slot, cum, freq)?;
             *symbol = s as i64;
         }
         Ok((x, len))
@@ -638,10 +742,10 @@ fn decode_rows<L: Lanes>(
     with_vector_k!(num_symbols, K => {
         if K == 0 {
             quantizer.reserve(num_symbols);
-            run(lanes, quantizer, x, words, rows, num_symbols, input, out)
+            run(lanes, quantizer, x, floor, words, rows, num_symbols, input, out)
         } else {
             let mut fixed = Quantizer::<[[f32; 8]; K / 8], [[i32; 8]; K / 8]>::fixed();
-            run(lanes, &mut fixed, x, words, rows, K, input, out)
+            run(lanes, &mut fixed, x, floor, words, rows, K, input, out)
         }
     })
 }
@@ -715,6 +819,20 @@ impl AnsBatch {
             .enumerate()
             .map(|(b, &state)| {
                 AnsCoder::with_initial_state(state)
+                    .map_err(|e| CoreError::new(format!("stream {b}: {e}")))
+            })
+            .collect::<CoreResult<Vec<_>>>()?;
+        Ok(AnsBatch { coders })
+    }
+
+    /// One stream per initial state, all of floor `floor` ([`AnsCoder::with_floor`]).
+    pub fn with_initial_states_and_floor(states: &[u64], floor: u64) -> CoreResult<Self> {
+        check_num_streams(states.len())?;
+        let coders = states
+            .iter()
+            .enumerate()
+            .map(|(b, &state)| {
+                AnsCoder::with_floor(state, floor)
                     .map_err(|e| CoreError::new(format!("stream {b}: {e}")))
             })
             .collect::<CoreResult<Vec<_>>>()?;
@@ -829,6 +947,7 @@ impl AnsBatch {
                 decode(
                     &mut coder.quantizer,
                     coder.state,
+                    coder.floor,
                     &coder.words,
                     r,
                     num_symbols,
@@ -919,12 +1038,20 @@ impl AnsBatch {
     /// assert!(AnsBatch::from_compact_bytes_list(&[&[0x80, 0, 0][..]]).is_err());
     /// ```
     pub fn from_compact_bytes_list<B: AsRef<[u8]>>(streams: &[B]) -> CoreResult<Self> {
+        Self::from_compact_bytes_list_with_floor(streams, STATE_LOW)
+    }
+
+    /// [`AnsBatch::from_compact_bytes_list`] of streams of floor `floor`.
+    pub fn from_compact_bytes_list_with_floor<B: AsRef<[u8]>>(
+        streams: &[B],
+        floor: u64,
+    ) -> CoreResult<Self> {
         check_num_streams(streams.len())?;
         let coders = streams
             .iter()
             .enumerate()
             .map(|(b, bytes)| {
-                AnsCoder::from_compact_bytes(bytes.as_ref())
+                AnsCoder::from_compact_bytes_with_floor(bytes.as_ref(), floor)
                     .map_err(|e| CoreError::new(format!("stream {b}: {e}")))
             })
             .collect::<CoreResult<Vec<_>>>()?;
@@ -1196,6 +1323,92 @@ mod tests {
     }
 
     #[test]
+    fn streams_below_the_default_floor_round_trip() {
+        let mut rng = Lcg(29);
+        for floor in [1u64, 1 << 16, 1 << 24, STATE_LOW - 1, STATE_LOW] {
+            for k in [2usize, 16, 256, 1000] {
+                for n in [0usize, 1, 2, 3, 10, 100, 1000] {
+                    let start = floor + rng.next() % (1 << 24);
+                    let style = (rng.next() % 4) as u8;
+                    let (symbols, logits) = data(&mut rng, n, k, style);
+                    let mut coder = AnsCoder::with_floor(start, floor).unwrap();
+                    coder.push(&symbols, &logits, k).unwrap();
+                    let bytes = coder.to_compact_bytes();
+                    // below 2^31 nothing has been flushed: the state alone, in its minimal bytes
+                    if coder.state() < STATE_LOW {
+                        let k = (64 - coder.state().leading_zeros()).div_ceil(8) as usize;
+                        assert!(bytes.len() == k && coder.num_words() == 0 && bytes[0] != 0);
+                    }
+                    let mut decoder =
+                        AnsCoder::from_compact_bytes_with_floor(&bytes, floor).unwrap();
+                    assert_eq!(decoder, coder);
+                    assert_eq!(decoder.to_compact_bytes(), bytes);
+                    assert_eq!(
+                        decoder.pop(&logits, k).unwrap(),
+                        symbols,
+                        "floor={floor} k={k} n={n}"
+                    );
+                    assert_eq!((decoder.state(), decoder.num_words()), (start, 0));
+                }
+            }
+        }
+        for (state, floor) in [
+            (0, 1),
+            (5, 6),
+            (STATE_HIGH, 1),
+            (1 << 20, 0),
+            (STATE_LOW, STATE_LOW + 1),
+        ] {
+            assert!(
+                AnsCoder::with_floor(state, floor).is_err(),
+                "{state:#x} {floor:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn compact_states_below_the_default_floor() {
+        // below 2^31 and no word: a state only where the floor allows it, in 4 bytes or fewer
+        for (bytes, state) in [
+            (&[0x7f, 0xff, 0xff, 0xff][..], STATE_LOW - 1),
+            (&[1, 0, 0, 0][..], 1 << 24),
+            (&[1, 0, 0][..], 1 << 16),
+            (&[5][..], 5),
+        ] {
+            assert!(AnsCoder::from_compact_bytes(bytes).is_err());
+            assert!(AnsCoder::from_compact_bytes_with_floor(bytes, state + 1).is_err());
+            let coder = AnsCoder::from_compact_bytes_with_floor(bytes, state).unwrap();
+            assert_eq!(
+                (coder.state(), coder.num_words(), coder.floor()),
+                (state, 0, state)
+            );
+            assert_eq!(coder.to_compact_bytes(), bytes);
+        }
+        // a zero top byte is never canonical, whatever the floor
+        for bytes in [
+            &[0, 1, 0, 0][..],
+            &[0, 1, 0],
+            &[0],
+            &[0, 1, 0, 0, 0],
+            &[0, 0, 1, 0, 1, 2, 3, 4],
+        ] {
+            assert!(
+                AnsCoder::from_compact_bytes_with_floor(bytes, 1).is_err(),
+                "{bytes:?}"
+            );
+        }
+        assert!(AnsCoder::from_compact_bytes_with_floor(&[0x80, 0, 0, 0], 0).is_err());
+        assert!(AnsCoder::from_compact_bytes_with_floor(&[0x80, 0, 0, 0], STATE_LOW + 1).is_err());
+        let batch = AnsBatch::with_initial_states_and_floor(&[1 << 16, 5 << 16], 1 << 16).unwrap();
+        let streams = batch.to_compact_bytes_list();
+        assert_eq!(
+            AnsBatch::from_compact_bytes_list_with_floor(&streams, 1 << 16).unwrap(),
+            batch
+        );
+        assert!(AnsBatch::from_compact_bytes_list(&streams).is_err());
+    }
+
+    #[test]
     fn compact_flushes_a_state_of_eight_bytes() {
         // Uniform bits: every push of K = 2 doubles the state until it renormalizes at 2^62.
         let row = [0.0f32, 0.0];
@@ -1343,6 +1556,7 @@ mod tests {
             let mut coder = AnsCoder {
                 state: STATE_LOW + state % (STATE_HIGH - STATE_LOW),
                 words,
+                floor: STATE_LOW,
                 quantizer: Quantizer::new(),
             };
             let mut rng = Lcg(seed);

@@ -8,8 +8,9 @@ predicted distributions; decoding walks forward with the same calls. Two modes:
 
 - ``"joint"`` (the default): all items of one call in one stream, decoded in lockstep, the
   header and the check paid once: the mode for a file or a dataset;
-- ``"independent"``: every item its own stream, decodable alone (:func:`split`), for random
-  access to records.
+- ``"independent"``: every item its own stream (a *piece* of a frame), decodable alone
+  (:func:`split`), for random access to records. A piece carries a 24-bit check and the frame
+  a 32-bit one over all of it, so an item costs about 37 bits more than its information, not 46.
 
 The encoder streams: it holds the distributions of a few calls at a time (enough rows to fill the
 fixed evaluation chunks of :mod:`ardm.coding.deterministic`), never all of them, so memory does
@@ -49,9 +50,13 @@ from ardm.coding.container import (
     LAYOUT_BATCH,
     LAYOUT_ONE,
     LAYOUT_SEQUENCE,
+    PIECE_FLOOR,
     StreamHeader,
+    check_frame,
     check_state,
     looks_like_version_1,
+    mark_piece,
+    open_stream,
     pack_streams,
     unpack_streams,
 )
@@ -344,14 +349,16 @@ def _typed(values: torch.Tensor, lengths: list[int], dtype: str) -> list[np.ndar
 
 def _encode_stream(
     model: ARDM, items: Items, budget: int, seed: int, raw: list[bool],
-    progress: Progress | None = None, sample_rate: int | None = None,
+    progress: Progress | None = None, sample_rate: int | None = None, piece: bool = False,
 ) -> tuple[bytes, np.ndarray]:
-    """One stream holding every item of ``items`` (decoded in lockstep); returns it and each
-    item's ideal model bits (NaN for raw items)."""
+    """One stream holding every item of ``items`` (decoded in lockstep), or one piece of a
+    frame (``piece``: its check is 24 bits); returns it and each item's ideal model bits (NaN
+    for raw items)."""
     header = _header(model, items.layout, items.count, items.dtype, budget, seed, sample_rate)
     header.raw = list(raw)
+    header.piece = piece
     typed = _typed(items.values, items.lengths, items.dtype)
-    coder = _core.AnsCoder(header.initial_state(model_fingerprint(model), typed))
+    coder = _core.AnsCoder(header.initial_state(model_fingerprint(model), typed), floor=PIECE_FLOOR)
     for i in reversed(range(len(raw))):  # raw values are decoded last: push them first
         if raw[i]:
             _push_raw(_flat_push(coder), items.values[i, : items.lengths[i]].numpy(), model.num_classes)
@@ -428,7 +435,8 @@ def _check_first_call(model: ARDM, stream: bytes, header: StreamHeader, budget: 
     anything is made per item (checked only past one item per bit of the stream, which no real
     blob reaches: it costs one evaluation chunk).
 
-    A compact stream of B bytes holds at most 8 B - 31 bits of pushes. Every full item pops its
+    A compact stream of B bytes holds at most 8 B - 31 bits of pushes (a piece, which may start
+    below 2^31, more, but a piece holds one item and never gets this far). Every full item pops its
     first call's symbols under the same distributions (nothing is known yet, and each row's
     output depends on that row alone), so each costs at least their :func:`_push_bits`; an item
     stored raw costs at least its uniform tables' bits.
@@ -452,12 +460,6 @@ def _check_first_call(model: ARDM, stream: bytes, header: StreamHeader, budget: 
         )
 
 
-def _open_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHeader]:
-    coder = _core.AnsCoder.from_compact_bytes(stream)
-    reader = FieldReader(coder)
-    return coder, reader, StreamHeader.read_prefix(reader)
-
-
 # ---- independent streams, coded in lockstep --------------------------------------------------
 
 
@@ -477,17 +479,19 @@ def _encode_independent(
         headers = []
         for (layout, count), item in zip(layouts, _typed(values, [length] * len(idx), items.dtype)):
             header = _header(model, layout, count, items.dtype, budget, seed, sample_rate)
-            header.raw = [False]
+            header.raw, header.piece = [False], True
             headers.append((header, header.initial_state(fingerprint, [item])))
-        batch = _core.AnsCoderBatch(len(idx), np.asarray([s for _, s in headers], np.uint64))
+        batch = _core.AnsCoderBatch(len(idx), np.asarray([s for _, s in headers], np.uint64),
+                                    floor=PIECE_FLOOR)
         group = _Group.build(model, list(range(len(idx))), length, budget, seed)
         bits = _encode_group(model, group, values, batch.push, progress)
         for j, (i, data) in enumerate(zip(idx, batch.to_compact_bytes_list())):
             if bits[j] > length * bits_per_value:  # the model codes it worse than raw values
                 one = Items(values[j : j + 1], [length], *layouts[j], items.dtype)
-                streams[i] = _encode_stream(model, one, budget, seed, [True], None, sample_rate)[0]
+                streams[i] = _encode_stream(model, one, budget, seed, [True], None, sample_rate,
+                                            piece=True)[0]
                 continue
-            coder = _core.AnsCoder.from_compact_bytes(data)
+            coder = _core.AnsCoder.from_compact_bytes(data, floor=PIECE_FLOOR)
             writer = FieldWriter()
             headers[j][0].write(writer)
             writer.push_onto(coder)
@@ -496,15 +500,9 @@ def _encode_independent(
 
 
 def _piece_layout(items: Items, i: int) -> tuple[int, int]:
-    """(layout, count) of the one-item stream of item ``i`` in a frame.
-
-    A stacked item is one item of ``data_shape``. The last piece of a sequence stores its
-    length as a sequence of 1-D items, even when it is full: so the frame's joiner is recorded
-    in that stream's header, which its check covers (a stack of full 1-D items and their
-    concatenation would otherwise differ only in the joiner byte). It costs nothing where the
-    last piece is short, and decoded alone it is still the same 1-D tensor.
-    """
-    if items.layout == LAYOUT_SEQUENCE and i == len(items.lengths) - 1:
+    """(layout, count) of the one-item stream of item ``i`` in a frame: one item of
+    ``data_shape``, but for a short last item of a sequence, which stores its length."""
+    if items.layout == LAYOUT_SEQUENCE and items.lengths[i] < items.values.shape[1]:
         return LAYOUT_SEQUENCE, items.lengths[i]
     return LAYOUT_ONE, 1
 
@@ -527,7 +525,10 @@ def _open_independent(
     opened = []
     loaded: dict[tuple, ARDM] = {}  # a shipped model is loaded once for all its streams
     for stream in streams:
-        coder, reader, header = _open_stream(stream)
+        coder, reader, header = open_stream(stream)
+        if header.piece:  # only a piece decoded alone is marked (see split)
+            raise ValueError("corrupted blob: a stream inside its frame is marked as a piece alone")
+        header.piece = True
         ref = (header.model, header.fingerprint16)
         if ref not in loaded:
             loaded[ref] = _model_for(header, model)
@@ -546,8 +547,8 @@ def _open_independent(
 def _check_frame(joiner: int, opened: list[_Opened]) -> None:
     """The frame's joiner and streams must agree as :func:`compress` makes them: one model,
     dtype and sample rate; stacked items all of layout "one item"; concatenated items 1-D, all
-    but the last of layout "one item" and the last of layout "sequence" (:func:`_piece_layout`:
-    the joiner byte, which no check covers, must agree with that stream's checked header)."""
+    but the last of layout "one item", the last one too or a short one of layout "sequence"
+    (:func:`_piece_layout`)."""
     if len({(id(o.model), _settings(o.model, o.header)[0], o.header.sample_rate)
             for o in opened}) > 1:
         raise ValueError(
@@ -558,8 +559,10 @@ def _check_frame(joiner: int, opened: list[_Opened]) -> None:
         raise ValueError(
             "corrupted blob: its frame says stacked items but holds a piece of a sequence"
         )
+    last = opened[-1]
     if joiner == JOIN_CONCAT and (
-        len(opened[0].model.data_shape) != 1 or not all(one_item[:-1]) or one_item[-1]
+        len(last.model.data_shape) != 1 or not all(one_item[:-1])
+        or not (one_item[-1] or 0 < last.length < last.model.num_vars)
     ):
         raise ValueError("corrupted blob: the items of its frame do not form one sequence")
 
@@ -599,7 +602,7 @@ def _decode_independent(
         # One coder batch per evaluation chunk of items: each chunk is popped as it comes.
         rows = _coding_rows(the_model)
         data = [opened[i].coder.to_compact_bytes() for i in idx]
-        batches = [_core.AnsCoderBatch.from_compact_bytes_list(data[k : k + rows])
+        batches = [_core.AnsCoderBatch.from_compact_bytes_list(data[k : k + rows], floor=PIECE_FLOOR)
                    for k in range(0, len(data), rows)]
         group = _Group.build(the_model, list(range(len(idx))), length, budget, seed)
         values = _decode_group(the_model, group, _batch_pop(batches, rows), progress)
@@ -690,7 +693,7 @@ def compress(
         if not streams:  # an empty sequence: one stream that says so
             stream, _ = _encode_stream(model, items, budget, seed, [], None, rate)
             return stream
-        return pack_streams(streams, joiner)
+        return pack_streams(streams, joiner, _typed(items.values, items.lengths, items.dtype))
 
 
 def coding_steps(
@@ -780,6 +783,7 @@ def decompress(
             parts = [_decode_one(streams[0], model, progress)]
         else:
             parts = _decode_independent(streams, model, progress, joiner)
+            check_frame(bytes(blob), [p.numpy() for p in parts])
     if joiner is None:
         return parts[0]
     if joiner == JOIN_CONCAT:
@@ -791,10 +795,13 @@ def _open_one(
     stream: bytes, model: ARDM | None
 ) -> tuple[_core.AnsCoder, FieldReader, StreamHeader, ARDM]:
     """Open a one-stream blob: its coder, field reader, header and the model that decodes it."""
-    coder, reader, header = _open_stream(stream)
+    coder, reader, header = open_stream(stream)
     model = _model_for(header, model)
     if header.layout == LAYOUT_BATCH and header.count == 0:
         raise ValueError("corrupted blob: a batch of no items")
+    if header.piece and header.layout == LAYOUT_SEQUENCE and not 0 < header.count < model.num_vars:
+        # a piece is one item, or the short last item of a sequence (see _piece_layout)
+        raise ValueError("corrupted blob: a piece of an independent frame holds one item")
     return coder, reader, header, model
 
 
@@ -851,12 +858,13 @@ def blob_model(blob: bytes) -> str | None:
         'fashion-mnist'
     """
     _, streams = unpack_streams(blob)
-    return _open_stream(streams[0])[2].model
+    return open_stream(streams[0])[2].model
 
 
 def split(blob: bytes) -> list[bytes]:
     """Split an independent blob into one blob per item, each decodable alone (no network
-    calls: the items' streams are sliced out).
+    calls: each item's stream is sliced out and its header marked, :func:`mark_piece`). An item
+    alone has its own 24-bit check only, not the frame's.
 
     Example:
         >>> import ardm
@@ -866,11 +874,12 @@ def split(blob: bytes) -> list[bytes]:
     """
     joiner, streams = unpack_streams(blob)
     if joiner is None:
-        header = _open_stream(streams[0])[2]
+        header = open_stream(streams[0])[2]
         if header.layout != LAYOUT_ONE and header.count > 1:
             raise ValueError(
                 "this blob is one joint stream (mode='joint'); compress with mode='independent' "
                 "to get items that decode alone"
             )
-    return streams
+        return streams
+    return [mark_piece(s) for s in streams]
 

@@ -6,22 +6,23 @@ A blob is one rANS stream, or several behind a small frame:
   (``ardm.AnsCoder.to_compact_bytes``: it ends at a byte). Its first symbols are the header
   fields (:class:`StreamHeader`, coded under fixed tables by :mod:`ardm.coding.fields`), then the
   data. One item, or a joint batch or sequence decoded in lockstep.
-- **independent streams** (first byte 0): ``0x00``, the joiner byte (0: the items are stacked
-  into a batch, 1: their values are concatenated into one sequence), a varint count n, the
-  byte lengths of the first n - 1 streams (Rice coded, see :func:`pack_streams`), then the n
-  streams, each a complete one-stream blob of one item: :func:`split` is slicing. No check
-  covers the frame, so the codec records the joiner again in the last stream's checked layout
-  (``LAYOUT_SEQUENCE`` there for a concatenation, ``LAYOUT_ONE`` everywhere for a stack) and
-  requires the two to agree.
+- **independent streams** (first byte 0): ``0x00``, the frame's kind (2: the items are
+  stacked into a batch, 3: their values are concatenated into one sequence), a varint count n,
+  the byte lengths of the first n - 1 streams (Rice coded, see :func:`pack_streams`), the n
+  streams (*pieces*, one item each), then a CRC-32 of all of that and of every item's values
+  (:func:`check_frame`). A piece decoded alone is the one-stream blob :func:`mark_piece` makes
+  of it (its header marked: 4 bits more).
 
-The integrity check costs no bits of its own: every stream's coder starts in the state
+The integrity check of a stream costs no bits of its own: its coder starts in the state
 ``2^31 + CRC-32(model fingerprint, header fields, the item values)``, and the decoder requires
-that it ends exactly there with every byte consumed.
+that it ends exactly there with every byte consumed. A piece, whose frame carries a 32-bit check
+of its own, starts lower, at ``2^16 + (that CRC mod 2^24)`` (a 24-bit check that costs about 22.6
+bits instead of 32: the coder's floor is ``PIECE_FLOOR``).
 
 Example:
     >>> frame = pack_streams([b"\\x01abcd", b"\\x02efgh"], joiner=JOIN_STACK)
     >>> frame[:6], unpack_streams(frame)
-    (b'\\x00\\x00\\x02\\x05\\x00\\x00', (0, [b'\\x01abcd', b'\\x02efgh']))
+    (b'\\x00\\x02\\x02\\x05\\x00\\x00', (0, [b'\\x01abcd', b'\\x02efgh']))
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ardm import _core
 from ardm.coding.fields import FieldReader, FieldWriter
 
 __all__ = [
@@ -41,19 +43,30 @@ __all__ = [
     "LAYOUT_BATCH",
     "LAYOUT_ONE",
     "LAYOUT_SEQUENCE",
+    "PIECE_FLOOR",
     "SHIPPED_MODELS",
     "StreamHeader",
+    "check_frame",
     "check_state",
     "looks_like_version_1",
+    "mark_piece",
+    "open_stream",
     "pack_streams",
     "unpack_streams",
 ]
 
 FRAME_MARKER = 0x00
 JOIN_STACK, JOIN_CONCAT = 0, 1
+# The frame's kind byte is FRAME_KIND + joiner; 0 and 1 were the kinds of an earlier development
+# version of format 2 (32-bit checks per stream, no check of the frame), no longer read.
+FRAME_KIND = 2
 MAX_VARINT_BYTES = 10
 MAX_RICE = 40
 STATE_LOW = 1 << 31
+# A piece's coder starts at PIECE_FLOOR + its 24-bit check (rust/src/ans.rs: "Streams that start
+# below L"); every stream is opened with this floor, which only a piece's check can end on.
+PIECE_FLOOR = 1 << 16
+PIECE_CHECK = (1 << 24) - 1
 
 # dtype codes: decompress returns exactly the dtype that was compressed.
 DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"]
@@ -88,7 +101,9 @@ class StreamHeader:
     modality's dtype, the model's default budget and order seed);
     ``raw`` says for every item whether it is stored raw; ``has_rate`` whether the model's
     modality carries a sample rate (audio: the field exists only there, so other blobs do not
-    pay for it) and ``sample_rate`` that rate where it is not the modality's.
+    pay for it) and ``sample_rate`` that rate where it is not the modality's; ``piece`` whether
+    the stream is a piece of an independent frame (its check is 24 bits: see
+    :meth:`initial_state`).
     """
 
     model: str | None
@@ -101,15 +116,34 @@ class StreamHeader:
     raw: list[bool] = field(default_factory=list)
     has_rate: bool = False
     sample_rate: int | None = None
+    piece: bool = False
 
     def write(self, w: FieldWriter) -> None:
-        """Write the fields in reading order (the raw flags last)."""
+        """Write the fields in reading order (the raw flags last), as a stream inside a blob of
+        its own or inside a frame (a piece there is not marked: the frame says what it is)."""
+        self.write_prefix(w)
+        if self.has_rate:
+            w.flag(self.sample_rate is not None, P_RATE)
+            if self.sample_rate is not None:
+                w.uint(self.sample_rate)
+        summary = RAW_ALL if all(self.raw) else RAW_SOME if any(self.raw) else RAW_NONE
+        w.choice(summary, RAW_TABLE)
+        if summary == RAW_SOME:
+            for raw in self.raw:
+                w.flag(raw, 0.5)
+
+    def write_prefix(self, w: FieldWriter, marked: bool = False) -> None:
+        """The fields :meth:`read_prefix` reads; ``marked``: those of a piece decoded alone,
+        whose layout is preceded by "a batch of no items", a layout no blob has otherwise."""
         w.flag(False, P_REVISION)
         if self.model is None:
             w.choice(CUSTOM_MODEL, MODEL_TABLE)
             w.bits(self.fingerprint16 & 0xFFFF, 16)
         else:
             w.choice(SHIPPED_MODELS.index(self.model), MODEL_TABLE)
+        if marked:
+            w.choice(LAYOUT_BATCH, LAYOUT_TABLE)
+            w.uint(0)
         w.choice(self.layout, LAYOUT_TABLE)
         if self.layout != LAYOUT_ONE:
             w.uint(self.count)
@@ -122,19 +156,12 @@ class StreamHeader:
         w.flag(self.dtype is not None, P_DTYPE)
         if self.dtype is not None:
             w.choice(DTYPES.index(self.dtype), DTYPE_TABLE)
-        if self.has_rate:
-            w.flag(self.sample_rate is not None, P_RATE)
-            if self.sample_rate is not None:
-                w.uint(self.sample_rate)
-        summary = RAW_ALL if all(self.raw) else RAW_SOME if any(self.raw) else RAW_NONE
-        w.choice(summary, RAW_TABLE)
-        if summary == RAW_SOME:
-            for raw in self.raw:
-                w.flag(raw, 0.5)
 
     @classmethod
     def read_prefix(cls, r: FieldReader) -> StreamHeader:
-        """Read everything but the raw flags (their number depends on the model's item size)."""
+        """Read everything but the sample rate and the raw flags (whether they are there and
+        their number depend on the model); ``piece`` is set where the stream is marked as a
+        piece decoded alone (:meth:`write_prefix`)."""
         if r.flag(P_REVISION):
             raise ValueError(
                 "this blob was made by a newer ardm (a later revision of format 2); upgrade ardm"
@@ -144,7 +171,13 @@ class StreamHeader:
         fingerprint16 = r.bits(16) if model is None else 0
         layout = r.choice(LAYOUT_TABLE)
         count = 1 if layout == LAYOUT_ONE else r.uint()
-        header = cls(model, fingerprint16, layout, count)
+        piece = layout == LAYOUT_BATCH and count == 0
+        if piece:
+            layout = r.choice(LAYOUT_TABLE)
+            if layout == LAYOUT_BATCH:
+                raise ValueError("corrupted blob: a piece of an independent frame holds one item")
+            count = 1 if layout == LAYOUT_ONE else r.uint()
+        header = cls(model, fingerprint16, layout, count, piece=piece)
         if r.flag(P_BUDGET):
             header.budget = r.uint()
         if r.flag(P_SEED):
@@ -167,17 +200,45 @@ class StreamHeader:
 
     def initial_state(self, fingerprint: int, items: list[np.ndarray]) -> int:
         """``2^31 + CRC-32`` of the model fingerprint, these fields and the items' values
-        (little-endian bytes of their dtype, C order): where the stream's coder starts."""
+        (little-endian bytes of their dtype, C order): where the stream's coder starts. A
+        piece starts at ``PIECE_FLOOR + (CRC-32 mod 2^24)``: its frame has a check of its own,
+        and a state below 2^31 costs only the bits it holds."""
         fields = [self.model, self.fingerprint16, self.layout, self.count, self.dtype,
                   self.budget, self.order_seed, [int(r) for r in self.raw]]
         if self.has_rate:
             fields.append(self.sample_rate)
         crc = zlib.crc32(fingerprint.to_bytes(4, "little"))
-        crc = zlib.crc32(json.dumps(fields).encode(), crc)
-        for item in items:
-            canonical = np.ascontiguousarray(item).astype(item.dtype.newbyteorder("<"), copy=False)
-            crc = zlib.crc32(canonical.tobytes(), crc)
-        return STATE_LOW + (crc & 0xFFFFFFFF)
+        crc = _crc_items(zlib.crc32(json.dumps(fields).encode(), crc), items)
+        return PIECE_FLOOR + (crc & PIECE_CHECK) if self.piece else STATE_LOW + crc
+
+
+def _crc_items(crc: int, items: list[np.ndarray]) -> int:
+    """``crc`` continued over the items' values, little-endian bytes of their dtype, C order."""
+    for item in items:
+        canonical = np.ascontiguousarray(item).astype(item.dtype.newbyteorder("<"), copy=False)
+        crc = zlib.crc32(canonical.tobytes(), crc)
+    return crc
+
+
+def open_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHeader]:
+    """The coder of a compact stream (of floor ``PIECE_FLOOR``, which every stream may be
+    decoded with: only a piece's check can end below 2^31), its field reader and header prefix."""
+    coder = _core.AnsCoder.from_compact_bytes(stream, floor=PIECE_FLOOR)
+    reader = FieldReader(coder)
+    return coder, reader, StreamHeader.read_prefix(reader)
+
+
+def mark_piece(stream: bytes) -> bytes:
+    """A piece of a frame as a blob of its own: its header prefix popped and pushed back marked
+    (:meth:`StreamHeader.write_prefix`), so that a decoder knows its check is 24 bits. No network
+    call: the header is the top of the stack, the data below it is left as it is."""
+    coder, _, header = open_stream(stream)
+    if header.piece:
+        raise ValueError("corrupted blob: a stream inside its frame is marked as a piece alone")
+    writer = FieldWriter()
+    header.write_prefix(writer, marked=True)
+    writer.push_onto(coder)
+    return coder.to_compact_bytes()
 
 
 def check_state(state: int, words_left: int, expected: int) -> None:
@@ -222,12 +283,14 @@ def _rice_bits(values: list[int], r: int) -> int:
     return sum((v >> r) + 1 + r for v in values)
 
 
-def pack_streams(streams: list[bytes], joiner: int | None) -> bytes:
+def pack_streams(streams: list[bytes], joiner: int | None, items: list[np.ndarray] = ()) -> bytes:
     """One stream as it is (``joiner`` None), or several behind the frame.
 
     The frame stores the lengths of all streams but the last as ``base`` (their minimum, a
     varint), a Rice parameter r (1 byte) and, bit-packed most significant bit first and padded
     to a byte, each ``length - base`` in Rice form: ``q = v >> r`` ones, a zero, the r low bits.
+    It ends with its check (4 bytes, little endian): CRC-32 of every byte before it, then of the
+    values of ``items`` (what the streams decode to, in order; see :func:`check_frame`).
     """
     if joiner is None:
         if len(streams) != 1:
@@ -235,7 +298,7 @@ def pack_streams(streams: list[bytes], joiner: int | None) -> bytes:
         return streams[0]
     if not streams or any(not s or s[0] == FRAME_MARKER for s in streams):
         raise ValueError("a compact stream starts with a non-zero byte")
-    out = bytearray([FRAME_MARKER, joiner])
+    out = bytearray([FRAME_MARKER, FRAME_KIND + joiner])
     _write_varint(out, len(streams))
     lengths = [len(s) for s in streams[:-1]]
     if lengths:
@@ -249,7 +312,23 @@ def pack_streams(streams: list[bytes], joiner: int | None) -> bytes:
             bits += [1] * (v >> r) + [0] + [(v >> i) & 1 for i in reversed(range(r))]
         bits += [0] * (-len(bits) % 8)
         out += bytes(int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8))
-    return bytes(out) + b"".join(streams)
+    out += b"".join(streams)
+    return bytes(out) + _frame_crc(out, items).to_bytes(4, "little")
+
+
+def _frame_crc(data: bytes, items: list[np.ndarray]) -> int:
+    return _crc_items(zlib.crc32(data), items) & 0xFFFFFFFF
+
+
+def check_frame(blob: bytes, items: list[np.ndarray]) -> None:
+    """The frame's check against what its streams decoded to (``items``, in order): a
+    mismatch is a ``ValueError``. It covers every byte of the frame (a CRC-32: any error of up
+    to 32 bits in a row is caught for certain) and the data, beyond each piece's own check."""
+    if _frame_crc(blob[:-4], items) != int.from_bytes(blob[-4:], "little"):
+        raise ValueError(
+            "corrupted blob, or one made by a different model or ardm version: the check of its "
+            "frame fails; no data is returned"
+        )
 
 
 class _BitReader:
@@ -276,12 +355,18 @@ def unpack_streams(blob: bytes) -> tuple[int | None, list[bytes]]:
         return None, [blob]
     if len(blob) < 3:
         raise ValueError("truncated blob: it ends inside its frame")
-    joiner = blob[1]
+    if blob[1] in (JOIN_STACK, JOIN_CONCAT):
+        raise ValueError(
+            "this independent blob has the frame of an earlier development version of ardm "
+            "(format 2 before its frame check); this release does not read it: compress the "
+            "data again with this release"
+        )
+    joiner = blob[1] - FRAME_KIND
     if joiner not in (JOIN_STACK, JOIN_CONCAT):
-        raise ValueError(f"corrupted blob: unknown joiner {joiner} in its frame")
+        raise ValueError(f"corrupted blob: unknown kind {blob[1]} of its frame")
     count, pos = _read_varint(blob, 2, "number of streams")
-    # Every stream takes at least 4 bytes: check before allocating anything per stream.
-    if count < 1 or 4 * count > len(blob):
+    # Every stream takes at least a byte, the check 4: see before allocating anything per stream.
+    if count < 1 or count + 4 > len(blob):
         raise ValueError(f"corrupted blob: {count} streams cannot fit in {len(blob)} bytes")
     lengths = []
     if count > 1:
@@ -303,8 +388,8 @@ def unpack_streams(blob: bytes) -> tuple[int | None, list[bytes]]:
         if reader.bit % 8 and blob[reader.bit // 8] & (0xFF >> (reader.bit % 8)):
             raise ValueError("corrupted blob: the padding after its stream lengths is not zero")
         pos = (reader.bit + 7) // 8
-    rest = len(blob) - pos - sum(lengths)
-    if rest < 4 or any(n < 4 for n in lengths):
+    rest = len(blob) - 4 - pos - sum(lengths)
+    if rest < 1 or any(n < 1 for n in lengths):
         raise ValueError("truncated or corrupted blob: its stream lengths do not fit its size")
     lengths.append(rest)
     streams = []

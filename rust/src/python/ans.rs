@@ -174,26 +174,55 @@ fn bytes_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     )))
 }
 
-/// An ANS state from a Python integer; anything that is not an integer in [2^31, 2^63)
+/// An ANS state from a Python integer; anything that is not an integer in [floor, 2^63)
 /// (negative, too large, not an int) is a ValueError, never an OverflowError.
-fn state_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
+fn state_arg(obj: &Bound<'_, PyAny>, name: &str, floor: u64) -> PyResult<u64> {
     let bad = || {
         let shown = obj
             .repr()
             .map(|r| r.to_string())
             .unwrap_or_else(|_| type_name(obj));
+        let low = if floor == STATE_LOW {
+            "2^31".to_string()
+        } else {
+            floor.to_string()
+        };
         value_error(format!(
-            "{name} must be an integer in [2^31, 2^63), got {shown}"
+            "{name} must be an integer in [{low}, 2^63), got {shown}"
         ))
     };
     if obj.is_instance_of::<pyo3::types::PyBool>() {
         return Err(bad());
     }
     let state: u64 = obj.extract().map_err(|_| bad())?;
-    if !(STATE_LOW..1 << 63).contains(&state) {
+    if !(floor..1 << 63).contains(&state) {
         return Err(bad());
     }
     Ok(state)
+}
+
+/// A stream's floor (rust/src/ans.rs, "Streams that start below L"): None is 2^31; anything
+/// but an integer in [1, 2^31] is a ValueError.
+fn floor_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(STATE_LOW);
+    };
+    let bad = || {
+        value_error(format!(
+            "floor must be an integer in [1, 2^31], got {}",
+            obj.repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| type_name(obj))
+        ))
+    };
+    if obj.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    let floor: u64 = obj.extract().map_err(|_| bad())?;
+    if !(1..=STATE_LOW).contains(&floor) {
+        return Err(bad());
+    }
+    Ok(floor)
 }
 
 /// A sequence of bytes/bytearray objects, copied.
@@ -306,18 +335,31 @@ fn input_name(input: Input) -> &'static str {
 
 #[pymethods]
 impl PyAnsCoder {
-    /// A coder whose state starts at `initial_state` (an int in [2^31, 2^63), default 2^31:
+    /// A coder whose state starts at `initial_state` (an int in [floor, 2^63), default 2^31:
     /// an empty coder). A decoder that pops everything ends at that state with no words, so
-    /// it can carry a checksum: see `state()`.
+    /// it can carry a checksum: see `state()`. `floor` (an int in [1, 2^31], default 2^31) lets
+    /// the stream start below 2^31, so that a short checksum costs only its own bits; its
+    /// decoder is opened with the same floor (`from_compact_bytes(data, floor)`).
+    ///
+    /// >>> d = AnsCoder.from_compact_bytes(AnsCoder(70000, floor=2**16).to_compact_bytes(), 2**16)
+    /// >>> d.state(), d.num_words()
+    /// (70000, 0)
     #[new]
-    #[pyo3(signature = (initial_state = None), text_signature = "(initial_state=2147483648)")]
-    fn new(initial_state: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let state = match initial_state {
+    #[pyo3(
+        signature = (initial_state = None, floor = None),
+        text_signature = "(initial_state=2147483648, floor=2147483648)"
+    )]
+    fn new(
+        initial_state: Option<&Bound<'_, PyAny>>,
+        floor: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let floor = floor_arg(floor)?;
+        let state = match initial_state.filter(|s| !s.is_none()) {
             None => STATE_LOW,
-            Some(obj) => state_arg(obj, "initial_state")?,
+            Some(obj) => state_arg(obj, "initial_state", floor)?,
         };
         Ok(PyAnsCoder {
-            inner: AnsCoder::with_initial_state(state)?,
+            inner: AnsCoder::with_floor(state, floor)?,
         })
     }
 
@@ -390,20 +432,27 @@ impl PyAnsCoder {
         PyBytes::new(py, &bytes)
     }
 
-    /// A coder from `to_compact_bytes()` output; ValueError for any bytes it cannot have
-    /// written.
+    /// A coder from `to_compact_bytes()` output of a stream of floor `floor` (default 2^31);
+    /// ValueError for any bytes it cannot have written.
     ///
     /// >>> AnsCoder.from_compact_bytes(AnsCoder(2**31 + 5).to_compact_bytes()).state()
     /// 2147483653
     #[staticmethod]
-    fn from_compact_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (data, floor = None))]
+    fn from_compact_bytes(
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        floor: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let floor = floor_arg(floor)?;
         let bytes = bytes_arg(data)?;
-        let inner = py.detach(|| AnsCoder::from_compact_bytes(&bytes))?;
+        let inner = py.detach(|| AnsCoder::from_compact_bytes_with_floor(&bytes, floor))?;
         Ok(PyAnsCoder { inner })
     }
 
-    /// The current state, an int in [2^31, 2^63). After popping every symbol it is the initial
-    /// state again (and `num_words()` is 0) exactly when the stream decoded as it was encoded.
+    /// The current state, an int in [2^31, 2^63) (or, in a stream of a lower floor with no
+    /// words left, in [floor, 2^31)). After popping every symbol it is the initial state
+    /// again (and `num_words()` is 0) exactly when the stream decoded as it was encoded.
     ///
     /// >>> import numpy as np
     /// >>> c = AnsCoder(2**31 + 12345); c.push([1, 0], np.zeros((2, 3), np.float32))
@@ -466,16 +515,23 @@ impl PyAnsCoderBatch {
 #[pymethods]
 impl PyAnsCoderBatch {
     /// `num_streams` streams (at most 2**24), empty or, given `initial_states` (a sequence of
-    /// `num_streams` ints in [2^31, 2^63), e.g. a list or a numpy integer array), starting at
-    /// those states.
+    /// `num_streams` ints in [floor, 2^63), e.g. a list or a numpy integer array), starting at
+    /// those states; `floor` as for `AnsCoder` (default 2^31).
     #[new]
-    #[pyo3(signature = (num_streams, initial_states = None))]
+    #[pyo3(signature = (num_streams, initial_states = None, floor = None))]
     fn new(
         num_streams: &Bound<'_, PyAny>,
         initial_states: Option<&Bound<'_, PyAny>>,
+        floor: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let count = count_arg(num_streams, "num_streams", 0)?;
+        let floor = floor_arg(floor)?;
         let Some(initial_states) = initial_states.filter(|s| !s.is_none()) else {
+            if floor != STATE_LOW {
+                return Err(value_error(
+                    "a floor needs initial_states (at least the floor)",
+                ));
+            }
             return Ok(PyAnsCoderBatch {
                 inner: AnsBatch::try_new(count)?,
             });
@@ -502,7 +558,7 @@ impl PyAnsCoderBatch {
                     "{count} streams but more than {count} initial states"
                 )));
             }
-            states.push(state_arg(&item?, &format!("initial_states[{b}]"))?);
+            states.push(state_arg(&item?, &format!("initial_states[{b}]"), floor)?);
         }
         if states.len() != count {
             return Err(value_error(format!(
@@ -511,7 +567,7 @@ impl PyAnsCoderBatch {
             )));
         }
         Ok(PyAnsCoderBatch {
-            inner: AnsBatch::with_initial_states(&states)?,
+            inner: AnsBatch::with_initial_states_and_floor(&states, floor)?,
         })
     }
 
@@ -591,12 +647,18 @@ impl PyAnsCoderBatch {
         PyList::new(py, streams)
     }
 
-    /// A batch from a sequence of `to_compact_bytes()` outputs; ValueError naming the first
-    /// stream that is not one.
+    /// A batch from a sequence of `to_compact_bytes()` outputs of streams of floor `floor`
+    /// (default 2^31); ValueError naming the first stream that is not one.
     #[staticmethod]
-    fn from_compact_bytes_list(py: Python<'_>, streams: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (streams, floor = None))]
+    fn from_compact_bytes_list(
+        py: Python<'_>,
+        streams: &Bound<'_, PyAny>,
+        floor: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let floor = floor_arg(floor)?;
         let all = bytes_list_arg(streams)?;
-        let inner = py.detach(|| AnsBatch::from_compact_bytes_list(&all))?;
+        let inner = py.detach(|| AnsBatch::from_compact_bytes_list_with_floor(&all, floor))?;
         Ok(PyAnsCoderBatch { inner })
     }
 
