@@ -34,7 +34,7 @@ examples:
   ardm train --data fashion-mnist --preset small --steps 20000 --batch-size 32 --out runs/fm
   ardm train --model upscale --branch-factor 4 --parametrization data --out runs/fm-up
   ardm train --data kjv --out runs/text            # text: transformer, order-agnostic
-  ardm train --data asterisk --out runs/speech     # audio: dilated net, upscale b = 256
+  ardm train --data asterisk --out runs/speech     # audio: dilated net, upscale b = 16
   ardm train --out runs/fm --resume ...            # continue after an interruption
   torchrun --nproc_per_node=4 -m ardm.training --device cuda --preset base --out runs/base
 """

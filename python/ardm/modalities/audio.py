@@ -191,7 +191,7 @@ class AudioModality:
     default_net = "dilated"
     default_ce_weight = 1e-4  # the paper's for audio
     default_model = "upscale"
-    default_branch_factor = 256
+    default_branch_factor = 16  # learned fastest at equal compute (benchmarks/bench_audio_kinds.py)
     preview_suffix = ".wav"
     # Items of 8,000 samples are large: one row per evaluation costs nothing in speed and lets a
     # single short file decode without evaluating padding rows.
