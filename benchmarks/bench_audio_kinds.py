@@ -25,6 +25,9 @@ and measured with::
 
     python benchmarks/bench_audio_kinds.py --runs runs/kinds/{oa,u256,u16,u4,d16} \\
       --budgets 20,50,100 --chunks 8
+
+--plot PATH saves bits/sample against budget as a PNG (the README's figure of the shipped model:
+``--runs speech --budgets 4,8,20,50,100,200,500 --plot docs/figures/speech-bits-vs-budget.png``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--runs", nargs="+", required=True, help="run directories of audio models")
     parser.add_argument("--budgets", default="20,50,100", help="network calls per chunk")
     parser.add_argument("--chunks", type=int, default=8, help="test chunks, evenly spaced")
+    parser.add_argument("--plot", default=None, help="save bits/sample against budget as this PNG")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     header = f"{'model':<26} {'params':>7} {'trained on':>10} {'all steps':>9}"
     lines.append(header + "".join(f" {f'{b} calls':>9}" for b in budgets))
     print(lines[-1], flush=True)
+    curves: dict[str, tuple[list[int], list[float]]] = {}
     for run in args.runs:
         model = ardm.load(run).eval()
         if model.modality != "audio":
@@ -98,9 +103,36 @@ def main(argv: list[str] | None = None) -> list[str]:
                 continue
             bits = policy_bits(model, picked.long(), model.policy(budget), batch=4)
             row += f" {bits.mean() / model.num_vars:>9.3f}"
+            curve = curves.setdefault(f"{run}: {describe(model)}", ([], []))
+            curve[0].append(budget)
+            curve[1].append(float(bits.mean()) / model.num_vars)
         lines.append(row)
         print(row, flush=True)
+    if args.plot:
+        save_plot(curves, Path(args.plot), len(picked))
+        print(f"plot: {args.plot}")
     return lines
+
+
+def save_plot(curves: dict[str, tuple[list[int], list[float]]], path: Path, chunks: int) -> None:
+    """Exact bits/sample against network calls per chunk, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (budgets, bits) in curves.items():
+        ax.plot(budgets, bits, "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("network calls per 8,000-sample chunk")
+    ax.set_ylabel("bits per sample (exact -log2 p)")
+    ax.set_title(f"{chunks} asterisk test chunks, optimal policy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
