@@ -231,7 +231,7 @@ def test_a_categorical_head_over_many_values_is_refused() -> None:
         cfg = TrainConfig(out="x", data="asterisk", parametrization="direct", head=head,
                           preset="tiny")
         model = build_for_training(cfg, 65536, (64,))
-        assert model.net.head.name == "categorical" and model.net.head.params_per_var == 256
+        assert model.net.head.name == "categorical" and model.net.head.params_per_var == model.branch_factor == 16
     # K = 256 (images, text) keeps its categorical heads; audio keeps its mixture head.
     TrainConfig(out="x", head="categorical", preset="tiny")
     TrainConfig(out="x", data="kjv", preset="tiny")
