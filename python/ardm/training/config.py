@@ -161,14 +161,11 @@ class TrainConfig:
                 f"parametrization 'direct' is for --model upscale (it predicts each stage's b "
                 f"digits); --model {self.model} predicts the values themselves"
             )
-        spec = NETS[self.net]
-        head = self.head or ("categorical" if self.parametrization == "direct"
-                             else spec.presets[self.preset].head)
-        if head != "categorical":
+        overrides = self.net_overrides()
+        if overrides.get("head", NETS[self.net].presets[self.preset].head) != "categorical":
             return
         num_classes = MODALITIES[self.modality].num_classes
-        has_head_classes = "head_classes" in {f.name for f in dataclasses.fields(spec.config_class)}
-        if self.parametrization == "direct" and has_head_classes:
+        if "head_classes" in overrides:
             if self.branch_factor > MAX_CATEGORICAL_LOGITS:
                 raise ValueError(
                     f"a categorical head with b = {self.branch_factor:,} logits per variable "
@@ -179,13 +176,28 @@ class TrainConfig:
         if num_classes <= MAX_CATEGORICAL_LOGITS:
             return
         options = "--head logistic_mixture"
-        if has_head_classes:
+        if _takes_head_classes(self.net):
             options += ", or --model upscale --parametrization direct (b logits per variable)"
         raise ValueError(
             f"a categorical head over the K = {num_classes:,} {self.modality} values builds "
             f"{num_classes:,} logits per variable (gigabytes a batch; at most "
             f"{MAX_CATEGORICAL_LOGITS:,} are allowed); use {options}"
         )
+
+    def net_overrides(self) -> dict[str, object]:
+        """The settings the net's preset is built with (``build_net`` overrides): the head
+        where one is named (categorical for the direct parametrization, b free logits a stage),
+        and ``head_classes = b`` where the net takes it, so the head has b logits, not K."""
+        head = self.head or ("categorical" if self.parametrization == "direct" else None)
+        overrides: dict[str, object] = {"head": head} if head else {}
+        if self.parametrization == "direct" and _takes_head_classes(self.net):
+            overrides["head_classes"] = self.branch_factor
+        return overrides
+
+
+def _takes_head_classes(net: str) -> bool:
+    """Whether net ``net``'s config sets its categorical head's size apart from K."""
+    return "head_classes" in {f.name for f in dataclasses.fields(NETS[net].config_class)}
 
 
 # Fields that define the model or the data stream; a resumed run must not change them.

@@ -60,7 +60,7 @@ from ardm.distributed import (
 from ardm.modalities import get_modality
 from ardm.models import ARDM, MODEL_KINDS
 from ardm.models.timesteps import make_sampler
-from ardm.nets import NETS, build_net
+from ardm.nets import build_net
 from ardm.training.config import FIXED_ON_RESUME, TrainConfig
 
 __all__ = ["train", "evaluate_bpd", "build_for_training", "METRICS_FILE"]
@@ -159,13 +159,7 @@ def _autocast(device: torch.device, bf16: bool):  # type: ignore[no-untyped-def]
 
 def build_for_training(cfg: TrainConfig, num_classes: int, data_shape: tuple[int, ...]) -> ARDM:
     """The model a run trains: ``cfg.model`` around ``cfg.net`` at ``cfg.preset``."""
-    head = cfg.head
-    if head is None and cfg.parametrization == "direct":
-        head = "categorical"  # b free logits per stage: a mixture over K bins does not fit
-    overrides: dict[str, Any] = {"head": head} if head else {}
-    if cfg.parametrization == "direct" and cfg.branch_factor and _has_field(cfg.net, "head_classes"):
-        overrides["head_classes"] = cfg.branch_factor  # b logits, not K
-    net = build_net(cfg.preset, num_classes, data_shape, net=cfg.net, **overrides)
+    net = build_net(cfg.preset, num_classes, data_shape, net=cfg.net, **cfg.net_overrides())
     kind_fields = {
         "branch_factor": cfg.branch_factor,
         "parametrization": cfg.parametrization,
@@ -177,10 +171,6 @@ def build_for_training(cfg: TrainConfig, num_classes: int, data_shape: tuple[int
     model.timestep_sampler = make_sampler(cfg.timestep_sampler, model.num_steps)
     model.modality = cfg.modality
     return model
-
-
-def _has_field(net: str, field: str) -> bool:
-    return field in {f.name for f in dataclasses.fields(NETS[net].config_class)}
 
 
 def _run_config(cfg: TrainConfig, step: int, extra: dict[str, Any]) -> dict[str, Any]:
