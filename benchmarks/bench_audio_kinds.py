@@ -50,6 +50,7 @@ from bench_compress import policy_bits  # noqa: E402
 import ardm  # noqa: E402
 from ardm.modalities import get_modality  # noqa: E402
 from ardm.modalities.audio import ASTERISK_DIR  # noqa: E402
+from ardm.pretrained import PRETRAINED  # noqa: E402
 
 
 def describe(model) -> str:
@@ -59,10 +60,11 @@ def describe(model) -> str:
     return f"upscale b={model.branch_factor} ({model.parametrization})"
 
 
-def training_items(run: Path) -> int | None:
-    """Items the run trained on, steps x batch (None if its config does not say)."""
+def training_items(run: str) -> int | None:
+    """Items the run (a directory or a shipped name) trained on, steps x batch (None if its
+    config does not say)."""
     try:
-        train = json.loads((run / "config.json").read_text())["train"]
+        train = json.loads((PRETRAINED.get(run, Path(run)) / "config.json").read_text())["train"]
         return int(train["steps"]) * int(train["batch_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         if model.modality != "audio":
             raise SystemExit(f"{run} is a {model.modality} model, not an audio one")
         params = sum(p.numel() for p in model.net.parameters())
-        items = training_items(Path(run))
+        items = training_items(run)
         every_step = float(model.step_losses.sum()) / model.num_vars
         row = (f"{describe(model):<26} {params / 1e6:>6.2f}M "
                f"{'?' if items is None else f'{items:,} items':>10} {every_step:>9.3f}")

@@ -56,6 +56,7 @@ from ardm.coding.container import (
     check_state,
     looks_like_version_1,
     mark_piece,
+    open_frame_stream,
     open_stream,
     pack_streams,
     unpack_streams,
@@ -525,9 +526,7 @@ def _open_independent(
     opened = []
     loaded: dict[tuple, ARDM] = {}  # a shipped model is loaded once for all its streams
     for stream in streams:
-        coder, reader, header = open_stream(stream)
-        if header.piece:  # only a piece decoded alone is marked (see split)
-            raise ValueError("corrupted blob: a stream inside its frame is marked as a piece alone")
+        coder, reader, header = open_frame_stream(stream)
         header.piece = True
         ref = (header.model, header.fingerprint16)
         if ref not in loaded:

@@ -50,6 +50,7 @@ __all__ = [
     "check_state",
     "looks_like_version_1",
     "mark_piece",
+    "open_frame_stream",
     "open_stream",
     "pack_streams",
     "unpack_streams",
@@ -228,13 +229,20 @@ def open_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHeade
     return coder, reader, StreamHeader.read_prefix(reader)
 
 
+def open_frame_stream(stream: bytes) -> tuple[_core.AnsCoder, FieldReader, StreamHeader]:
+    """:func:`open_stream` for a stream inside its frame, which is never marked: only a piece
+    split out to be decoded alone is (:func:`mark_piece`)."""
+    coder, reader, header = open_stream(stream)
+    if header.piece:
+        raise ValueError("corrupted blob: a stream inside its frame is marked as a piece alone")
+    return coder, reader, header
+
+
 def mark_piece(stream: bytes) -> bytes:
     """A piece of a frame as a blob of its own: its header prefix popped and pushed back marked
     (:meth:`StreamHeader.write_prefix`), so that a decoder knows its check is 24 bits. No network
     call: the header is the top of the stack, the data below it is left as it is."""
-    coder, _, header = open_stream(stream)
-    if header.piece:
-        raise ValueError("corrupted blob: a stream inside its frame is marked as a piece alone")
+    coder, _, header = open_frame_stream(stream)
     writer = FieldWriter()
     header.write_prefix(writer, marked=True)
     writer.push_onto(coder)
