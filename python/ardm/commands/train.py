@@ -36,6 +36,7 @@ examples:
   ardm train --data kjv --out runs/text            # text: transformer, order-agnostic
   ardm train --data asterisk --out runs/speech     # audio: dilated net, upscale b = 16
   ardm train --out runs/fm --resume ...            # continue after an interruption
+  ardm train --data notes.txt --init kjv --steps 500 --out runs/notes   # fine-tune a shipped model
   torchrun --nproc_per_node=4 -m ardm.training --device cuda --preset base --out runs/base
 """
 
@@ -103,6 +104,9 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--step-loss-evals", type=int, default=defaults["step_loss_evals"],
         help="evaluations per step t when estimating per-step losses (default: %(default)s)")
     add("--seed", type=int, default=defaults["seed"], help="random seed (default: %(default)s)")
+    add("--init", metavar="MODEL",
+        help="start from the weights of a shipped model (e.g. kjv) or run directory with the same "
+             "model, net, preset and data shape: fine-tuning, or more steps for a finished run")
     add("--resume", action="store_true", help="continue from OUT/train_state.pt if it exists")
     add("--force", action="store_true",
         help="start afresh in an OUT that holds a run, deleting its files first (without "

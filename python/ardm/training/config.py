@@ -68,6 +68,7 @@ class TrainConfig:
     holdout: int = 1000
     step_loss_evals: int = 4
     seed: int = 0
+    init: str | None = None
     resume: bool = False
     device: str = "cpu"
     precision: str = "auto"

@@ -44,6 +44,7 @@ from ardm.checkpoint import (
     TRAIN_STATE_FILE,
     atomic_write_bytes,
     load_train_state,
+    model_config,
     remove_temp_files,
     save_model,
     save_train_state,
@@ -173,6 +174,24 @@ def build_for_training(cfg: TrainConfig, num_classes: int, data_shape: tuple[int
     return model
 
 
+def warm_start(model: ARDM, source: str) -> None:
+    """Start ``model`` (and so its EMA copy) from the weights of ``source`` (``--init``): a
+    shipped model's name or a run directory of the same kind, net, preset and data shape. For
+    fine-tuning on other data, or for more steps after a run whose train state is gone."""
+    from ardm.pretrained import load
+
+    init = load(source)
+    mine, theirs = model_config(model), model_config(init)
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
+        raise ValueError(
+            f"--init {source} is another model than this run builds ({shown}); give this run "
+            f"the same --model, --net, --preset, --head and data as {source} was trained with"
+        )
+    model.load_state_dict(init.state_dict())
+
+
 def _run_config(cfg: TrainConfig, step: int, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "preset": cfg.preset,
@@ -226,8 +245,12 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
     )
     step = 0
     metrics: dict[str, Any] = {}
+    resuming = cfg.resume and (out / TRAIN_STATE_FILE).is_file()
+    if cfg.init and not resuming:  # a resumed run has its own weights by now
+        warm_start(model, cfg.init)
+        ema_model.load_state_dict(model.state_dict())
 
-    if cfg.resume and (out / TRAIN_STATE_FILE).is_file():
+    if resuming:
         state = load_train_state(out)
         saved = state["config"]
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
