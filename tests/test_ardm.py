@@ -204,6 +204,21 @@ def test_estimate_step_losses_sum_estimates_nll() -> None:
     assert float(model.step_losses.sum()) == pytest.approx(exact_order_average(model, x), rel=0.02)
 
 
+def test_step_losses_are_paired_over_steps_and_fitted_non_increasing() -> None:
+    # Every step of evaluation round r sees the same item (evenly spaced over the data), and the
+    # stored losses cannot rise with t, however noisy a few evaluations are.
+    rec = RecordingNet(MLPNet((16,), 5, seed=3))
+    model = OrderAgnosticARDM(rec, 5, (16,))
+    x = torch.randint(0, 5, (6, 16), generator=torch.Generator().manual_seed(0))
+    losses = model.estimate_step_losses(x, evals_per_step=3, batch_size=16)
+    assert torch.all(losses[1:] <= losses[:-1] + 1e-12)
+    seen = torch.cat([x_in for x_in, _, _ in rec.inputs])  # 16 steps x 3 rounds, in order
+    known = torch.cat([k for _, k, _ in rec.inputs]).flatten(1)
+    for r, item in enumerate([0, 2, 4]):
+        rows = slice(16 * r, 16 * (r + 1))
+        assert torch.equal(seen[rows][known[rows]], x[item].expand(16, -1)[known[rows]])
+
+
 def test_policy_full_budget_and_errors() -> None:
     model = OrderAgnosticARDM(TableNet(SHAPE, K), K, SHAPE)
     assert (model.num_stages, model.num_steps, model.min_budget, model.max_budget) == (1, D, 1, D)

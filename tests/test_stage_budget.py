@@ -230,8 +230,28 @@ def test_core_stage_policies_errors() -> None:
         lambda: sb.stage_policies(np.ones((2, 3)), [1]),
         lambda: sb.stage_policies(np.ones((2, 3)), [1, 0]),
         lambda: sb.stage_costs(np.ones((2, 3)), [[0]]),
+        lambda: sb.decreasing_fit([1.0, 2.0], [1.0]),
+        lambda: sb.decreasing_fit([1.0, 2.0], [1.0, 0.0]),
+        lambda: sb.decreasing_fit([[1.0, 2.0]], [[1.0, 1.0]]),
     ],
 )
 def test_bad_inputs_raise_value_error(call) -> None:
     with pytest.raises(ValueError):
         call()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 10), st.floats(0.1, 10)), min_size=1, max_size=7),
+)
+def test_decreasing_fit_is_the_nearest_non_increasing_sequence(pairs: list[tuple[float, float]]) -> None:
+    values, weights = (np.array(v) for v in zip(*pairs))
+    fit = sb.decreasing_fit(values, weights)
+    assert fit.shape == values.shape and np.all(np.diff(fit) <= 1e-12)
+    assert float(weights @ fit) == pytest.approx(float(weights @ values))  # pooling keeps the mass
+    best = float(weights @ (fit - values) ** 2)
+    # No other non-increasing sequence is nearer: try those made of the values' own levels.
+    for levels in itertools.combinations_with_replacement(sorted(set(values), reverse=True), len(values)):
+        assert float(weights @ (np.array(levels) - values) ** 2) >= best - 1e-9
+    already = -np.sort(-values)
+    assert np.array_equal(sb.decreasing_fit(already, weights), already)

@@ -128,6 +128,54 @@ def test_resume_refuses_changed_settings(image_dir: Path, straight_run: Path, tm
         train(cfg)
 
 
+def test_init_starts_from_another_runs_weights(image_dir: Path, straight_run: Path, tmp_path: Path) -> None:
+    cfg = _config(image_dir, tmp_path / "tuned", 1)
+    cfg.init, cfg.lr = str(straight_run), 1e-9  # one step that barely moves the weights
+    train(cfg)
+    start = load_model(straight_run).state_dict()
+    tuned = load_train_state(tmp_path / "tuned")["model"]
+    for name, value in start.items():
+        if name != "step_losses":  # re-estimated at the end of the run
+            torch.testing.assert_close(tuned[name], value, rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "tuned" / CONFIG_FILE).read_text())["train"]["init"] == str(straight_run)
+
+
+def test_init_refuses_another_model(image_dir: Path, straight_run: Path, tmp_path: Path) -> None:
+    cfg = _config(image_dir, tmp_path / "other", 1)
+    cfg.init, cfg.preset = str(straight_run), "small"
+    with pytest.raises(ValueError, match="is another model than this run builds"):
+        train(cfg)
+    cfg.init = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="nowhere"):
+        train(cfg)
+
+
+def test_step_losses_command_re_estimates_only_the_step_losses(
+    straight_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(straight_run, run)
+    before = load_file(run / MODEL_FILE)
+    assert cli.main(["step-losses", str(run), "--evals", "3", "--seed", "5", "--no-progress"]) == 0
+    assert "re-estimated on 3 of its 16 held-out items" in capsys.readouterr().out
+    after = load_file(run / MODEL_FILE)
+    assert before.keys() == after.keys() and not torch.equal(before["step_losses"], after["step_losses"])
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "step_losses")
+    losses = after["step_losses"]
+    assert torch.all(losses[1:] <= losses[:-1] + 1e-12)  # fitted non-increasing
+    metrics = json.loads((run / CONFIG_FILE).read_text())["metrics"]
+    assert metrics["step_losses_evals"] == 3
+    assert metrics["step_losses_sum_bits"] == pytest.approx(float(losses.sum()))
+    # Bad input: a message and exit status 1, the run untouched.
+    assert cli.main(["step-losses", str(run), "--evals", "0"]) == 1
+    config = json.loads((run / CONFIG_FILE).read_text())
+    del config["train"]
+    (run / CONFIG_FILE).write_text(json.dumps(config))
+    assert cli.main(["step-losses", str(run), "--no-progress"]) == 1
+    assert "does not name its training data" in capsys.readouterr().err
+    assert torch.equal(load_file(run / MODEL_FILE)["step_losses"], losses)
+
+
 def test_train_state_is_weights_only(straight_run: Path) -> None:
     state = torch.load(straight_run / TRAIN_STATE_FILE, weights_only=True)
     assert {"model", "ema", "optimizer", "step", "rng_cpu", "config"} <= set(state)

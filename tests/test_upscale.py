@@ -128,7 +128,8 @@ def test_every_method_shows_the_net_only_coarse_values() -> None:
     for x_in, known, t in rec.inputs:
         level = 3 - t // D  # the stage level; refined variables are one level finer
         levels = level.unsqueeze(1) - known.flatten(1).long()
-        rows = torch.arange(x_in.shape[0]) % x.shape[0]  # the step-loss sweep cycles the items
+        n = x_in.shape[0]  # the step-loss sweep (one evaluation a step) sees only the first item
+        rows = torch.arange(n) if n == x.shape[0] else torch.zeros(n, dtype=torch.long)
         assert torch.equal(x_in.flatten(1), coarse_values(flat[rows], levels, B))
 
 
@@ -217,7 +218,8 @@ def test_step_losses_and_policies() -> None:
     # An item of m < D variables: every stage plans on its last m step losses.
     short = model.policy(5, num_vars=4)
     assert len(short.stages) == 3 and short.calls <= 5 and max(p.max() for p in short.stages) < 4
-    assert model.plan(5, num_vars=4).budgets.sum() == short.calls
+    plan = model.plan(5, num_vars=4)  # a stage may leave calls unused that would gain nothing
+    assert plan.budgets.sum() == 5 and all(len(p) <= k for p, k in zip(short.stages, plan.budgets))
     assert model.policy(12, num_vars=4) == type(short).full(3, 4)  # S * m calls: every step
 
 

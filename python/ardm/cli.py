@@ -13,7 +13,16 @@ import argparse
 import sys
 from types import ModuleType
 
-from ardm.commands import choose_order, compress, decompress, demo, infill, sample, train
+from ardm.commands import (
+    choose_order,
+    compress,
+    decompress,
+    demo,
+    infill,
+    sample,
+    step_losses,
+    train,
+)
 from ardm.commands import eval as eval_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -27,6 +36,7 @@ COMMANDS: list[ModuleType] = [
     decompress,
     demo,
     choose_order,
+    step_losses,
 ]
 
 

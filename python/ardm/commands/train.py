@@ -102,7 +102,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--holdout", type=int, default=defaults["holdout"],
         help="last N training items held out to estimate the per-step losses (default: %(default)s)")
     add("--step-loss-evals", type=int, default=defaults["step_loss_evals"],
-        help="evaluations per step t when estimating per-step losses (default: %(default)s)")
+        help="evaluations per step t when estimating per-step losses: this many held-out items, "
+             "evenly spaced, each seen by every step (default: %(default)s)")
     add("--seed", type=int, default=defaults["seed"], help="random seed (default: %(default)s)")
     add("--init", metavar="MODEL",
         help="start from the weights of a shipped model (e.g. kjv) or run directory with the same "

@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ardm.models.schedule import Policy, StepSchedule
-from ardm.models.stage_budget import SPLITS, StagePlan, plan_stages, split_budget_equal
+from ardm.models.stage_budget import (
+    SPLITS,
+    StagePlan,
+    decreasing_fit,
+    plan_stages,
+    split_budget_equal,
+)
 from ardm.models.timesteps import StratifiedSampler, TimestepSampler
 
 __all__ = ["ARDM", "LN2"]
@@ -606,7 +612,7 @@ class ARDM(nn.Module):
         self, data: torch.Tensor | Iterable[torch.Tensor], evals_per_step: int, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``(t, x)`` in which every global step t of the grid appears
-        ``evals_per_step`` times."""
+        ``evals_per_step`` times, round r on one item for every step."""
         if evals_per_step < 1 or batch_size < 1:
             raise ValueError("evals_per_step and batch_size must be >= 1")
         if not isinstance(data, torch.Tensor):
@@ -619,7 +625,9 @@ class ARDM(nn.Module):
         steps = (stages[:, None] * self.num_vars + grid[None]).flatten()
         total = steps.numel() * evals_per_step
         t_all = steps.repeat(evals_per_step)
-        item_all = torch.arange(total, device=self.device) % data.shape[0]
+        n, rounds = data.shape[0], torch.arange(evals_per_step, device=self.device)
+        items = rounds * n // evals_per_step if evals_per_step <= n else rounds % n  # spread out
+        item_all = items.repeat_interleave(steps.numel())
         for lo in range(0, total, batch_size):
             yield t_all[lo : lo + batch_size], data[item_all[lo : lo + batch_size]]
 
@@ -636,8 +644,13 @@ class ARDM(nn.Module):
 
         Entry [s, t] is the mean -log2 p of the symbol over the D - t variables not yet refined
         at within-stage step t of stage s (paper Section 3.2). Stratified: every (stage, step) of
-        :meth:`step_loss_grid` gets ``evals_per_step`` evaluations (data items cycle too), each
-        a fresh random order; steps between grid points are interpolated linearly.
+        :meth:`step_loss_grid` gets ``evals_per_step`` evaluations, each a fresh random order;
+        evaluation r of every step is of the same item (``evals_per_step`` items evenly spaced
+        over ``data``, or all of them in turn), so steps differ by the orders' noise, not by
+        the items they happened to get. Each stage's estimates are then fitted to a
+        non-increasing curve (:func:`~ardm.models.stage_budget.decreasing_fit`: a step's loss
+        cannot rise with more context, and the fit pools the noise of neighbouring steps), and
+        steps between grid points are interpolated linearly.
 
         Example:
             >>> from ardm.nets import build_net
@@ -655,12 +668,13 @@ class ARDM(nn.Module):
             if progress is not None:
                 progress(x.shape[0])
         per_stage = (sums / evals_per_step).view(self.num_stages, self.num_vars).cpu()
-        grid = self.step_loss_grid().cpu()
-        if grid.numel() < self.num_vars:  # interpolate between the evaluated steps
-            every = np.arange(self.num_vars)
-            per_stage = torch.from_numpy(np.stack(
-                [np.interp(every, grid.numpy(), row[grid].numpy()) for row in per_stage]
-            ))
+        grid = self.step_loss_grid().cpu().numpy()
+        # Each estimate averages D - t losses: fit the rows to a non-increasing curve with
+        # those weights (decreasing_fit), then interpolate between the evaluated steps.
+        weights = (self.num_vars - grid).astype(np.float64)
+        fitted = [decreasing_fit(row[grid].numpy(), weights) for row in per_stage]
+        every = np.arange(self.num_vars)
+        per_stage = torch.from_numpy(np.stack([np.interp(every, grid, row) for row in fitted]))
         self.step_losses.copy_(per_stage.reshape(self.step_losses.shape))
         return self.step_losses.clone()
 

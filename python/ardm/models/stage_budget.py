@@ -42,6 +42,7 @@ from ardm import _core
 __all__ = [
     "StagePlan",
     "sorted_step_losses",
+    "decreasing_fit",
     "stage_budget_curves",
     "split_budget_optimal",
     "split_budget_equal",
@@ -96,6 +97,36 @@ def sorted_step_losses(step_losses) -> np.ndarray:
     """
     losses = _check_losses(step_losses)
     return np.ascontiguousarray(-np.sort(-losses, axis=1))
+
+
+def decreasing_fit(values, weights) -> np.ndarray:
+    """The non-increasing sequence nearest ``values`` in weighted least squares (isotonic
+    regression, pool-adjacent-violators, O(n)), float64 like ``values``.
+
+    A step's true loss cannot rise with t (one more variable known is more context), so the
+    estimated per-step losses are fitted to that shape before they are stored: it averages the
+    noise of neighbouring steps instead of keeping it, which sorting alone does (it only moves
+    each noisy value to another step). Weight a step by how many losses its estimate averages.
+
+    Example:
+        >>> decreasing_fit([3.0, 1.0, 2.0, 0.5], [1, 1, 1, 1]).tolist()
+        [3.0, 1.5, 1.5, 0.5]
+    """
+    y = np.asarray(values, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if y.ndim != 1 or w.shape != y.shape or not np.all(w > 0):
+        raise ValueError("decreasing_fit takes equal-length 1-D values and positive weights")
+    means: list[float] = []
+    sizes: list[float] = []
+    counts: list[int] = []
+    for value, weight in zip(y.tolist(), w.tolist()):
+        means.append(value), sizes.append(weight), counts.append(1)
+        while len(means) > 1 and means[-2] < means[-1]:  # a rise: pool the two blocks
+            value, weight, count = means.pop(), sizes.pop(), counts.pop()
+            total = sizes[-1] + weight
+            means[-1] = (means[-1] * sizes[-1] + value * weight) / total
+            sizes[-1], counts[-1] = total, counts[-1] + count
+    return np.repeat(np.asarray(means), counts)
 
 
 def stage_budget_curves(step_losses) -> np.ndarray:

@@ -66,7 +66,7 @@ class TrainConfig:
     eval_size: int = 500
     ckpt_every: int = 500
     holdout: int = 1000
-    step_loss_evals: int = 4
+    step_loss_evals: int = 16
     seed: int = 0
     init: str | None = None
     resume: bool = False
