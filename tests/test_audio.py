@@ -29,7 +29,7 @@ from ardm.modalities.audio import (
 )
 from ardm.modalities.image import IMAGE
 from ardm.modalities.text import TEXT
-from ardm.models import OrderAgnosticARDM, UpscaleARDM
+from ardm.models import UpscaleARDM
 from ardm.nets import build_net
 from ardm.nets.registry import net_config_from_dict
 
@@ -280,17 +280,6 @@ def test_only_audio_files_have_a_sample_rate(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=f"{modality.name} data has no sample rate, got 8000"):
             modality.write_file(tmp_path / "out", data, 8000)
         assert modality.write_file(tmp_path / f"out-{modality.name}", data).exists()
-
-
-def test_order_agnostic_audio_model_codes_too() -> None:
-    """The order-agnostic baseline over 65,536 values (K probabilities per value: small items)."""
-    torch.manual_seed(0)
-    model = OrderAgnosticARDM(build_net("tiny", 65536, (64,), net="dilated"), 65536, (64,)).eval()
-    model.modality = "audio"
-    x = torch.from_numpy(values_from_samples(real_samples(4 * 64)).astype(np.int64)).view(4, 64)
-    model.estimate_step_losses(x)
-    values = x.flatten()[:100].to(torch.uint16)
-    assert torch.equal(ardm.decompress(ardm.compress(values, model, budget=3), model), values)
 
 
 def test_direct_parametrization_has_b_logits_saves_and_codes(tmp_path: Path) -> None:

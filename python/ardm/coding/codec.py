@@ -36,9 +36,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,12 +160,57 @@ def _coding_rows(model: ARDM) -> int:
     return get_modality(model.modality).coding_rows
 
 
-def _log_probs(model: ARDM, state: torch.Tensor, levels: torch.Tensor, padded: torch.Tensor) -> np.ndarray:
-    """Coding log-probabilities of every row, float32 (rows, width, k), in fixed chunks."""
+def _coding_params(model: ARDM, state: torch.Tensor, levels: torch.Tensor, padded: torch.Tensor) -> np.ndarray:
+    """What the network gives each row for coding, float32 (rows, width, k or P), in fixed
+    chunks: the symbols' log-probabilities, or parameters of their digits' tables."""
     return np.concatenate(
         [out for _, out in evaluate_in_fixed_chunks(
-            model.coding_log_probs, state, levels, padded, rows=_coding_rows(model))]
+            model.coding_params, state, levels, padded, rows=_coding_rows(model))]
     )
+
+
+def _params_width(model: ARDM) -> int:
+    """Floats per variable of :func:`_coding_params`."""
+    head: Any = model.net.head
+    return model.symbols_per_step if model.digits_per_symbol == 1 else int(head.params_per_var)
+
+
+def _digit_table(model: ARDM, params: np.ndarray, prefix: np.ndarray, digit: int) -> np.ndarray:
+    """Log-probabilities (n, w, base) of digit ``digit`` of each symbol given ``prefix`` (n, w),
+    the symbols with that digit and the ones below it zeroed, in fixed chunks as the network."""
+    fn = functools.partial(model.coding_digit_log_probs, digit=digit)
+    chunks = evaluate_in_fixed_chunks(fn, torch.from_numpy(params), torch.from_numpy(prefix),
+                                      rows=_coding_rows(model))
+    return np.concatenate([out for _, out in chunks])
+
+
+def _symbol_tables(model: ARDM, params: np.ndarray, symbols: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(coded symbols, their log-probabilities) of the symbols (n, w) of one call, in the order
+    they are popped: the symbols whole, or their digits, most significant first."""
+    count, base = model.digits_per_symbol, model.digit_base
+    if count == 1:
+        return [(symbols, params)]
+    tables = []
+    for digit in range(count):
+        span = base ** (count - digit)  # the values that share the digits above this one
+        prefix = np.ascontiguousarray(symbols // span * span)
+        digits = symbols // base ** (count - 1 - digit) % base
+        tables.append((digits, _digit_table(model, params, prefix, digit)))
+    return tables
+
+
+def _pop_symbols(model: ARDM, params: np.ndarray, pop: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The symbols (n, w) of one call, popped whole or digit by digit."""
+    count, base = model.digits_per_symbol, model.digit_base
+    if count == 1:
+        return pop(params)
+    symbols = np.zeros(params.shape[:2], dtype=np.int64)
+    for digit in range(count):
+        table = _digit_table(model, params, symbols, digit)
+        symbols += pop(table).astype(np.int64) * base ** (count - 1 - digit)
+        if symbols.size and int(symbols.max()) >= model.num_classes:  # an impossible digit
+            raise ValueError("corrupted blob: a decoded value is out of range")
+    return symbols
 
 
 # ---- encoding and decoding of the coded items ---------------------------------------------------
@@ -173,28 +220,37 @@ Push = Callable[[np.ndarray, np.ndarray], None]
 
 
 def _encode_group(
-    model: ARDM, group: _Group, values: torch.Tensor, push: Push, progress: Progress | None = None
+    model: ARDM, group: _Group, values: torch.Tensor, push: Push, progress: Progress | None = None,
+    one_stream: bool = False,
 ) -> np.ndarray:
     """Push every call of ``group`` in reverse; returns each item's ideal bits (float64 (n,)).
-    Reports each block of calls to ``progress`` once it is pushed."""
+    Reports each block of calls to ``progress`` once it is pushed. ``one_stream``: every item
+    goes to one coder, so symbols split into digits are pushed chunk by chunk of rows, in the
+    order :func:`_decode_group` pops them."""
     n = values.shape[0]
+    rows = _coding_rows(model)
+    chunks = [slice(r, r + rows) for r in range(0, n, rows)] if one_stream else [slice(0, n)]
     steps = list(reversed(group.schedule.steps))
-    width, k = max(p.shape[1] for p in group.padded), model.symbols_per_step
-    per_block = max(1, math.ceil(_coding_rows(model) / n))
+    width, k = max(p.shape[1] for p in group.padded), _params_width(model)
+    per_block = max(1, math.ceil(rows / n))
     per_block = max(1, min(per_block, ENCODE_BLOCK_BYTES // max(1, 4 * n * width * k)))
     bits = np.zeros(n)
     for lo in range(0, len(steps), per_block):
         block = steps[lo : lo + per_block]
         levels = torch.cat([group.levels[s.index].expand(n, -1) for s in block])
         padded = torch.cat([group.padded[s.index].expand(n, -1) for s in block])
-        out = _log_probs(model, values.repeat(len(block), 1), levels, padded)
+        out = _coding_params(model, values.repeat(len(block), 1), levels, padded)
         for j, step in enumerate(block):
             pos = group.positions[step.index]
-            logits = np.ascontiguousarray(out[j * n : (j + 1) * n, : len(pos)])
+            params = np.ascontiguousarray(out[j * n : (j + 1) * n, : len(pos)])
             symbols = model.next_symbols(values[:, pos], step.level).numpy()
-            picked = np.take_along_axis(logits, symbols[..., None], -1)[..., 0]
-            bits -= picked.astype(np.float64).sum(1) / math.log(2)
-            push(symbols, logits)
+            tables = _symbol_tables(model, params, symbols)
+            for coded, logits in tables:
+                picked = np.take_along_axis(logits, coded[..., None], -1)[..., 0]
+                bits -= picked.astype(np.float64).sum(1) / math.log(2)
+            for chunk in reversed(chunks if len(tables) > 1 else [slice(0, n)]):
+                for coded, logits in reversed(tables):
+                    push(coded[chunk], logits[chunk])
         _report(progress, len(block))
     return bits
 
@@ -217,10 +273,11 @@ def _decode_group(
         positions = torch.from_numpy(pos).unsqueeze(0)
         parts = []
         for rows, out in evaluate_in_fixed_chunks(
-            model.coding_log_probs, state, group.levels[step.index].expand(n, -1),
+            model.coding_params, state, group.levels[step.index].expand(n, -1),
             group.padded[step.index].expand(n, -1), rows=_coding_rows(model),
         ):
-            symbols = torch.from_numpy(pop(rows, np.ascontiguousarray(out[:, : len(pos)])))
+            params = np.ascontiguousarray(out[:, : len(pos)])
+            symbols = torch.from_numpy(_pop_symbols(model, params, functools.partial(pop, rows)))
             parts.append(model.apply_symbols(
                 state[rows], step.level, positions.expand(len(symbols), -1), symbols))
         state = torch.cat(parts)
@@ -367,7 +424,8 @@ def _encode_stream(
     groups = _groups(model, items.lengths, [not r for r in raw], budget, seed)
     for group in reversed(groups):  # group 0 is decoded first
         values = items.values[group.indices]
-        bits[group.indices] = _encode_group(model, group, values, _flat_push(coder), progress)
+        bits[group.indices] = _encode_group(model, group, values, _flat_push(coder), progress,
+                                            one_stream=True)
     writer = FieldWriter()
     header.write(writer)
     writer.push_onto(coder)
@@ -449,10 +507,13 @@ def _check_first_call(model: ARDM, stream: bytes, header: StreamHeader, budget: 
     _check_declared(full, model.num_vars, len(stream))  # absurd counts fail without a network call
     group = _Group.build(model, [0], model.num_vars, budget, seed)
     chunks = evaluate_in_fixed_chunks(
-        model.coding_log_probs, torch.zeros(1, model.num_vars, dtype=torch.long), group.levels[0],
+        model.coding_params, torch.zeros(1, model.num_vars, dtype=torch.long), group.levels[0],
         group.padded[0], rows=_coding_rows(model),
     )
-    first_call = next(chunks)[1][0, : len(group.positions[0])]
+    first = next(chunks)[1][:, : len(group.positions[0])]
+    # Split symbols: their first digits alone (the same for every item) bound an item's bits.
+    zero = np.zeros(first.shape[:2], dtype=np.int64)
+    first_call = (first if model.digits_per_symbol == 1 else _digit_table(model, first, zero, 0))[0]
     raw = model.num_vars * sum(_push_bits(np.zeros((1, alphabet), np.float32))
                                for _, alphabet in _raw_tables(model.num_classes))
     if full * min(_push_bits(first_call), raw) > capacity:

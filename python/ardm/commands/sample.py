@@ -140,10 +140,9 @@ def _check_size(model, n: int, scale: int) -> None:
     image grid too large to write, before any network call.
 
     One network call over the batch holds each item's values (int64) and a float32
-    probability of every symbol of every variable: a lower bound of what sampling needs.
+    probability of every entry of every variable's table: a lower bound of what sampling needs.
     """
-    symbols = int(getattr(model, "symbols_per_step", model.num_classes))
-    per_item = model.num_vars * (8 + 4 * symbols)
+    per_item = model.num_vars * (8 + 4 * model.table_size)
     memory = memory_bytes()
     if memory is not None and n * per_item > memory:
         raise ValueError(

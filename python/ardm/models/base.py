@@ -14,6 +14,10 @@ hooks over *levels* (see :mod:`ardm.models.schedule`):
   symbol a value reveals at a stage, and the state after it is revealed;
 - ``kind_config()`` / ``from_kind_config(net, ...)``: its own fields in ``config.json``.
 
+A kind whose symbols have too many values for one table (an order-agnostic model over 65,536)
+codes and samples them as digits instead: ``digits_per_symbol`` > 1, ``coding_params`` (one
+network call), ``coding_digit_log_probs`` (each digit's table) and ``_draw_symbols``.
+
 Everything else, the training loss (paper Eq. 4, once per stage), the unbiased likelihood
 estimate, exact likelihoods, sampling, per-step losses and budget policies, is written once here,
 so no caller ever branches on the kind of model.
@@ -40,7 +44,7 @@ from ardm.models.stage_budget import (
 )
 from ardm.models.timesteps import StratifiedSampler, TimestepSampler
 
-__all__ = ["ARDM", "LN2"]
+__all__ = ["ARDM", "LN2", "sample_categorical"]
 
 LN2 = math.log(2.0)
 #: Bits a step by which fitted step losses fall at least (see estimate_step_losses).
@@ -48,6 +52,21 @@ FIT_TILT = 1e-9
 #: Step losses of models with more steps per stage are measured on a grid of this many steps.
 STEP_LOSS_GRID = 256
 _HEAD_METHODS = ("log_probs", "target_log_probs", "interval_log_probs", "adjacent_interval_log_probs")
+
+
+def sample_categorical(
+    log_probs: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One draw (B, n), on the CPU, from each row of log-probabilities (B, n, k) at
+    ``temperature`` (impossible symbols, ``-inf``, are never drawn).
+
+    Example:
+        >>> sample_categorical(torch.tensor([[[0.0, -math.inf]]]), 1.0, None).tolist()
+        [[0]]
+    """
+    probs = F.softmax(log_probs.float() / temperature, dim=-1)
+    draws = torch.multinomial(probs.flatten(0, 1).cpu(), 1, generator=generator)
+    return draws.view(log_probs.shape[:-1])
 
 
 class ARDM(nn.Module):
@@ -71,6 +90,11 @@ class ARDM(nn.Module):
     kind: ClassVar[str]
     #: Classes of the coded symbols: K for an order-agnostic model, b for an upscale one.
     symbols_per_step: int
+    #: Digits each symbol is coded (and sampled) as, most significant first, each under its own
+    #: table of ``digit_base`` entries: 1 (the symbol whole, ``digit_base`` unused) but for an
+    #: order-agnostic model over many values (see :mod:`ardm.models.digit_masses`).
+    digits_per_symbol: int = 1
+    digit_base: int = 0
     step_losses: torch.Tensor
     #: Network evaluations made so far, each one batched call (sampling reports it per budget).
     network_calls: int = 0
@@ -185,6 +209,41 @@ class ARDM(nn.Module):
         gives every symbol a frequency >= 1 anyway)."""
         lp = self._symbol_log_probs(state.long(), levels, positions, per_row=True)
         return lp.float().clamp(min=-1.0e4)
+
+    @property
+    def table_size(self) -> int:
+        """Entries of one coding or sampling table of one variable: ``symbols_per_step``, or
+        ``digit_base`` where symbols are split into digits."""
+        return self.digit_base if self.digits_per_symbol > 1 else self.symbols_per_step
+
+    def coding_params(
+        self, state: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """What one network call gives the coder for the symbols at ``positions`` (B, n): their
+        :meth:`coding_log_probs` (B, n, k) when a symbol is one digit; otherwise parameters
+        (B, n, P) that :meth:`coding_digit_log_probs` turns into each digit's table."""
+        return self.coding_log_probs(state, levels, positions)
+
+    def coding_digit_log_probs(
+        self, params: torch.Tensor, prefix: torch.Tensor, digit: int
+    ) -> torch.Tensor:
+        """Log-probabilities (B, n, ``digit_base``) of digit ``digit`` (0: the most significant)
+        of each symbol, given :meth:`coding_params` and ``prefix`` (B, n): the symbols with
+        digits ``digit`` and below zeroed; each row on its own, impossible digits at a large
+        finite negative value. Only for models with ``digits_per_symbol > 1``."""
+        raise ValueError(f"a {self.kind} model codes each symbol whole (digits_per_symbol = 1)")
+
+    def _draw_symbols(
+        self,
+        state: torch.Tensor,
+        levels: torch.Tensor,
+        positions: torch.Tensor,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Sample the next symbols (B, n) of the variables at ``positions``."""
+        lp = self._symbol_log_probs(state, levels, positions, per_row=False)
+        return sample_categorical(lp, temperature, generator).to(self.device)
 
     # ---- checks ---------------------------------------------------------------------------------
 
@@ -514,10 +573,7 @@ class ARDM(nn.Module):
             for step in schedule.stage_steps(stage):
                 positions = by_rank[:, step.start : step.end]  # only this step's variables
                 levels = schedule.levels_before(step, ranks)
-                lp = self._symbol_log_probs(state, levels, positions, per_row=False)
-                probs = F.softmax(lp.float() / temperature, dim=-1)  # impossible symbols: 0
-                draws = torch.multinomial(probs.flatten(0, 1).cpu(), 1, generator=generator)
-                symbols = draws.view(n, -1).to(self.device)
+                symbols = self._draw_symbols(state, levels, positions, temperature, generator)
                 state = self.apply_symbols(state, step.level, positions, symbols)
         return state.reshape(n, *self.data_shape)
 

@@ -26,10 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ardm.models.base import ARDM
+from ardm.models.base import ARDM, sample_categorical
+from ardm.models.digit_masses import interval_digit_log_probs
 from ardm.models.timesteps import TimestepSampler
+from ardm.models.transitions import num_stages
 
-__all__ = ["OrderAgnosticARDM"]
+__all__ = ["DIGIT_BASE", "SPLIT_ABOVE", "OrderAgnosticARDM"]
+
+#: A model over more than SPLIT_ABOVE values whose head gives interval masses (a logistic
+#: mixture) codes and samples each value as base-DIGIT_BASE digits, most significant first:
+#: tables of 16 entries instead of K (part of the coding format).
+SPLIT_ABOVE = 256
+DIGIT_BASE = 16
 
 
 class OrderAgnosticARDM(ARDM):
@@ -73,6 +81,9 @@ class OrderAgnosticARDM(ARDM):
             )
         self.absorbing_state = self.num_classes if absorbing_state is None else int(absorbing_state)
         self.symbols_per_step = self.num_classes
+        if self.num_classes > SPLIT_ABOVE and getattr(net.head, "name", None) == "logistic_mixture":
+            self.digit_base = DIGIT_BASE
+            self.digits_per_symbol = num_stages(self.num_classes, DIGIT_BASE)
 
     def kind_config(self) -> dict[str, Any]:
         return {"absorbing_state": self.absorbing_state}
@@ -98,12 +109,58 @@ class OrderAgnosticARDM(ARDM):
     def _symbol_log_probs(
         self, x_flat: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor, per_row: bool
     ) -> torch.Tensor:
-        params = self._params(x_flat, levels)
-        params = params.gather(1, positions.unsqueeze(-1).expand(-1, -1, params.shape[-1]))
-        return self.net.head.log_probs(params)
+        return self.net.head.log_probs(self._gathered_params(x_flat, levels, positions))
 
     def _target_log_probs(self, x_flat: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         return self.net.head.target_log_probs(self._params(x_flat, levels), x_flat)
+
+    # ---- values as digits (K > SPLIT_ABOVE with a mixture head) --------------------------------
+
+    def _gathered_params(
+        self, x_flat: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        params = self._params(x_flat, levels)
+        return params.gather(1, positions.unsqueeze(-1).expand(-1, -1, params.shape[-1]))
+
+    def _digit_log_probs(self, params: torch.Tensor, prefix: torch.Tensor, digit: int,
+                         per_row: bool) -> torch.Tensor:
+        level = self.digits_per_symbol - digit  # the digits still unknown, this one included
+        return interval_digit_log_probs(self.net.head, params, prefix.long(), level,
+                                        self.digit_base, self.num_classes, per_row)
+
+    def coding_params(
+        self, state: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        if self.digits_per_symbol == 1:
+            return self.coding_log_probs(state, levels, positions)
+        return self._gathered_params(state.long(), levels, positions).float()
+
+    def coding_digit_log_probs(
+        self, params: torch.Tensor, prefix: torch.Tensor, digit: int
+    ) -> torch.Tensor:
+        if self.digits_per_symbol == 1:
+            return super().coding_digit_log_probs(params, prefix, digit)
+        return self._digit_log_probs(params, prefix, digit, per_row=True).float().clamp(min=-1.0e4)
+
+    def _draw_symbols(
+        self,
+        state: torch.Tensor,
+        levels: torch.Tensor,
+        positions: torch.Tensor,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        if self.digits_per_symbol == 1:
+            return super()._draw_symbols(state, levels, positions, temperature, generator)
+        # Digit by digit from one network call: exact at temperature 1 (the digits' product is
+        # the value's probability); another temperature applies to each digit's table.
+        params = self._gathered_params(state, levels, positions)
+        symbols = torch.zeros(positions.shape, dtype=torch.long, device=self.device)
+        for digit in range(self.digits_per_symbol):
+            lp = self._digit_log_probs(params, symbols, digit, per_row=False)
+            drawn = sample_categorical(lp, temperature, generator).to(self.device)
+            symbols = symbols + drawn * self.digit_base ** (self.digits_per_symbol - 1 - digit)
+        return symbols
 
     def next_symbols(self, values: torch.Tensor, level: int | torch.Tensor) -> torch.Tensor:
         return values

@@ -50,13 +50,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from ardm.models.base import ARDM
+from ardm.models.digit_masses import interval_digit_log_probs
 from ardm.models.timesteps import TimestepSampler
 from ardm.models.transitions import (
     check_classes,
@@ -71,7 +71,6 @@ from ardm.models.transitions import (
 __all__ = ["UpscaleARDM", "PARAMETRIZATIONS"]
 
 PARAMETRIZATIONS = ("data", "direct")
-MASS_BLOCK_ELEMENTS = 1 << 17  # digit masses are computed for this many (position, digit, param)
 
 
 class UpscaleARDM(ARDM):
@@ -180,25 +179,7 @@ class UpscaleARDM(ARDM):
         b, k = self.branch_factor, self.num_classes
         if self.parametrization == "direct":
             return direct_digit_log_probs(params[..., :b], coarse, level, b, k)
-        low, high, allowed = digit_intervals(coarse, level, b, k)
-        head = self.net.head
-
-        def masses(p: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-            # Every digit possible (always when K is a power of b): the intervals are adjacent
-            # and each shared edge is evaluated once. Blocks of positions keep the (n, b, M)
-            # intermediates in cache (each position's result does not depend on the blocking).
-            fn = head.adjacent_interval_log_probs if bool(ok.all()) else head.interval_log_probs
-            block = max(1, MASS_BLOCK_ELEMENTS // (b * p.shape[-1]))
-            return torch.cat([fn(*r) for r in zip(p.split(block, -2), lo.split(block, -2),
-                                                      hi.split(block, -2))], dim=-2)
-
-        if per_row:
-            # Each row alone, so its result cannot depend on which rows share the call (coding).
-            lp = torch.stack([masses(*r) for r in zip(params, low, high, allowed)])
-        else:
-            lp = masses(params, low, high, allowed)
-        lp = lp.masked_fill(~allowed, -math.inf)
-        return lp - torch.logsumexp(lp, dim=-1, keepdim=True)
+        return interval_digit_log_probs(self.net.head, params, coarse, level, b, k, per_row)
 
     def _target_log_probs(self, x_flat: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """log p(next digit of x_i) for every variable, (B, D), nats.
