@@ -29,7 +29,7 @@ from ardm.modalities.audio import (
 )
 from ardm.modalities.image import IMAGE
 from ardm.modalities.text import TEXT
-from ardm.models import UpscaleARDM
+from ardm.models import ARDM, UpscaleARDM
 from ardm.nets import build_net
 from ardm.nets.registry import net_config_from_dict
 
@@ -232,9 +232,8 @@ def test_any_length_round_trips_bit_for_bit(model: UpscaleARDM, mode: str, lengt
     assert back.dtype == torch.uint16 and np.array_equal(back.numpy(), values)
 
 
-@pytest.mark.parametrize("budget", [2, 7, 40, 512])
-def test_budgets_and_groupings_decode_alike(model: UpscaleARDM, budget: int) -> None:
-    values = values_from_samples(real_samples(700, offset=5000))
+def assert_chunks_and_threads_decode_alike(model: ARDM, values: np.ndarray, budget: int) -> None:
+    """Every chunk of an independent blob decodes alone, and one torch thread makes the same blob."""
     blob = ardm.compress(values, model, budget=budget, mode="independent")
     parts = [ardm.decompress(b, model) for b in split(blob)]  # each chunk alone
     assert np.array_equal(torch.cat(parts).numpy(), values)
@@ -244,6 +243,12 @@ def test_budgets_and_groupings_decode_alike(model: UpscaleARDM, budget: int) -> 
         assert ardm.compress(values, model, budget=budget, mode="independent") == blob
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("budget", [2, 7, 40, 512])
+def test_budgets_and_groupings_decode_alike(model: UpscaleARDM, budget: int) -> None:
+    assert_chunks_and_threads_decode_alike(
+        model, values_from_samples(real_samples(700, offset=5000)), budget)
 
 
 def test_speech_costs_less_than_raw_and_near_its_exact_nll(model: UpscaleARDM) -> None:

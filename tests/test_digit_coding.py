@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_audio import real_samples
+from test_audio import assert_chunks_and_threads_decode_alike, real_samples
 
 import ardm
-from ardm.coding import split
 from ardm.modalities.audio import ASTERISK_DIR, values_from_samples
 from ardm.models import OrderAgnosticARDM
 from ardm.models.order_agnostic import DIGIT_BASE
@@ -81,16 +80,7 @@ def test_any_length_round_trips_bit_for_bit(model: OrderAgnosticARDM, mode: str,
 
 @pytest.mark.parametrize("budget", [1, 7, 256])
 def test_budgets_groupings_and_threads_decode_alike(model: OrderAgnosticARDM, budget: int) -> None:
-    values = speech(700, offset=5000)
-    blob = ardm.compress(values, model, budget=budget, mode="independent")
-    parts = [ardm.decompress(b, model) for b in split(blob)]  # each chunk alone
-    assert np.array_equal(torch.cat(parts).numpy(), values)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert ardm.compress(values, model, budget=budget, mode="independent") == blob
-    finally:
-        torch.set_num_threads(previous)
+    assert_chunks_and_threads_decode_alike(model, speech(700, offset=5000), budget)
 
 
 def test_digits_cost_what_whole_values_cost() -> None:
