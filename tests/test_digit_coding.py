@@ -142,3 +142,16 @@ def test_small_alphabets_and_categorical_heads_keep_whole_symbols() -> None:
     assert OrderAgnosticARDM(net, 256, (16,)).digits_per_symbol == 1
     net = build_net("tiny", 1000, (16,), net="dilated", head="categorical")
     assert OrderAgnosticARDM(net, 1000, (16,)).digits_per_symbol == 1
+
+
+def test_a_count_the_stream_cannot_hold_is_refused_from_the_first_digits(
+    model: OrderAgnosticARDM,
+) -> None:
+    from ardm.coding import codec
+    from ardm.coding.container import LAYOUT_BATCH
+
+    blob = ardm.compress(speech(LENGTH), model, budget=4)
+    hostile = codec._header(model, LAYOUT_BATCH, 10_000, "uint16", 4, 0)
+    hostile.raw = []
+    with pytest.raises(ValueError, match="declares 10000 items, more than its"):
+        codec._check_first_call(model, blob, hostile, 4, 0)
