@@ -70,6 +70,7 @@ from ardm.coding.fingerprint import model_fingerprint
 from ardm.coding.items import Items, from_items, item_lengths, to_items
 from ardm.modalities import get_modality
 from ardm.models import ARDM, StepSchedule
+from ardm.models.transitions import coarse_values, next_digits
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -190,12 +191,13 @@ def _symbol_tables(model: ARDM, params: np.ndarray, symbols: np.ndarray) -> list
     count, base = model.digits_per_symbol, model.digit_base
     if count == 1:
         return [(symbols, params)]
+    values = torch.from_numpy(symbols)
     tables = []
     for digit in range(count):
-        span = base ** (count - digit)  # the values that share the digits above this one
-        prefix = np.ascontiguousarray(symbols // span * span)
-        digits = symbols // base ** (count - 1 - digit) % base
-        tables.append((digits, _digit_table(model, params, prefix, digit)))
+        level = count - digit  # digit and the ones below it still unknown
+        prefix = coarse_values(values, level, base).numpy()
+        tables.append((next_digits(values, level, base).numpy(),
+                       _digit_table(model, params, prefix, digit)))
     return tables
 
 
@@ -229,7 +231,9 @@ def _encode_group(
     order :func:`_decode_group` pops them."""
     n = values.shape[0]
     rows = _coding_rows(model)
-    chunks = [slice(r, r + rows) for r in range(0, n, rows)] if one_stream else [slice(0, n)]
+    # The pushes of one call: its rows at once, or chunk by chunk for digits in one stream.
+    by_chunk = one_stream and model.digits_per_symbol > 1
+    chunks = [slice(r, r + rows) for r in range(0, n, rows)] if by_chunk else [slice(0, n)]
     steps = list(reversed(group.schedule.steps))
     width, k = max(p.shape[1] for p in group.padded), _params_width(model)
     per_block = max(1, math.ceil(rows / n))
@@ -248,7 +252,7 @@ def _encode_group(
             for coded, logits in tables:
                 picked = np.take_along_axis(logits, coded[..., None], -1)[..., 0]
                 bits -= picked.astype(np.float64).sum(1) / math.log(2)
-            for chunk in reversed(chunks if len(tables) > 1 else [slice(0, n)]):
+            for chunk in reversed(chunks):
                 for coded, logits in reversed(tables):
                     push(coded[chunk], logits[chunk])
         _report(progress, len(block))
