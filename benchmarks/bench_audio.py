@@ -49,6 +49,7 @@ from ardm.modalities.audio import (  # noqa: E402
     split_files,
     values_from_samples,
 )
+from ardm.subsets import evenly_spaced  # noqa: E402
 
 HELDOUT_DIR = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
 
@@ -124,12 +125,6 @@ def ardm_files(model, files: list[Path], budget: int, desc: str) -> dict[str, fl
     return {"bps": bits / samples, "enc": encode / seconds, "dec": decode / seconds}
 
 
-def evenly(files: list, count: int) -> list:
-    if count <= 0 or count >= len(files):
-        return list(files)
-    return [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
-
-
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="speech", help="shipped name or run directory")
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     model = ardm.load(args.model).eval()
     budgets = [int(b) for b in args.budgets.split(",")]
     test = split_files(audio_files(ASTERISK_DIR), "test")
-    subset = evenly(test, args.subset)
+    subset = evenly_spaced(list(test), args.subset)
     lines = [f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"]
 
@@ -167,7 +162,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         print(lines[-1], flush=True)
 
     chunks = get_modality("audio").load(ASTERISK_DIR, "test")
-    picked = chunks[np.linspace(0, len(chunks) - 1, min(args.nll_chunks, len(chunks))).round().astype(int)]
+    picked = evenly_spaced(chunks, args.nll_chunks)
     for budget in budgets:
         nll = policy_bits(model, picked.long(), model.policy(budget), batch=4)
         naive = policy_bits(model, picked.long(), model.naive_policy(budget), batch=4)
@@ -178,7 +173,7 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     heldout = Path(args.heldout)
     if heldout.is_dir():
-        files = evenly(audio_files(heldout), args.subset)
+        files = evenly_spaced(audio_files(heldout), args.subset)
         other = peers(files, "peers (held out)")
         r = ardm_files(model, files, budgets[len(budgets) // 2], "ARDM held out")
         lines.append(f"held out ({heldout.name}, {len(files)} files evenly spaced): "

@@ -43,7 +43,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,6 +53,7 @@ import ardm  # noqa: E402
 from ardm.modalities import get_modality  # noqa: E402
 from ardm.modalities.audio import ASTERISK_DIR  # noqa: E402
 from ardm.pretrained import PRETRAINED  # noqa: E402
+from ardm.subsets import evenly_spaced  # noqa: E402
 
 
 def describe(model) -> str:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         torch.set_num_threads(args.threads)
     budgets = [int(b) for b in args.budgets.split(",")]
     chunks = get_modality("audio").load(ASTERISK_DIR, "test")
-    picked = chunks[np.linspace(0, len(chunks) - 1, min(args.chunks, len(chunks))).round().astype(int)]
+    picked = evenly_spaced(chunks, args.chunks)
     lines = [f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; exact NLL on {len(picked)} "
              f"test chunks of 8,000 samples evenly spaced, bits/sample"]

@@ -40,6 +40,7 @@ import ardm
 from ardm.coding.container import unpack_streams
 from ardm.data import load_dataset
 from ardm.distributed import gather_in_order, process_group, shard
+from ardm.subsets import evenly_spaced
 
 
 def png_bytes(image: np.ndarray) -> int:
@@ -78,13 +79,6 @@ def classical(images: np.ndarray) -> dict[str, float]:
     per_set = {"xz (whole set)": len(lzma.compress(whole, preset=9 | lzma.PRESET_EXTREME))}
     per_set["zstd -19 (whole set)"] = zstd_bytes(whole)
     return {name: 8 * n / dims for name, n in {**per_image, **per_set}.items()}
-
-
-def evenly_spaced(x: torch.Tensor, count: int | None) -> torch.Tensor:
-    """``count`` items evenly spaced over ``x`` (all of it when count is None or too large)."""
-    if not count or count >= len(x):
-        return x
-    return x[np.linspace(0, len(x) - 1, count).round().astype(np.int64)]
 
 
 def policy_bits(model, x: torch.Tensor, policy, batch: int = 100) -> np.ndarray:
@@ -188,7 +182,7 @@ def run(args: argparse.Namespace, say: Callable[..., None], processes: int) -> l
         for way in args.ways.split(","):
             picked = np.arange(len(x))
             if way == "single":
-                picked = evenly_spaced(torch.from_numpy(picked), args.single).numpy()
+                picked = evenly_spaced(picked, args.single)
             row = ardm_row(model, x[picked], nll[picked], budget, args.batch, way)
             overhead = row["blob_bits"] - row["nll_bits"]
             lines.append(

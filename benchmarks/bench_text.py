@@ -53,12 +53,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compress import evenly_spaced, policy_bits  # noqa: E402
+from bench_compress import policy_bits  # noqa: E402
 
 import ardm  # noqa: E402
 from ardm.coding import coding_steps, decoding_steps, split  # noqa: E402
 from ardm.modalities import get_modality  # noqa: E402
 from ardm.modalities.text import chunk_bytes, load_text_bytes, printable, split_bytes  # noqa: E402
+from ardm.subsets import evenly_spaced  # noqa: E402
 
 CHUNK = 256
 DICT_BYTES = 112640  # zstd --train's default: 110 KB

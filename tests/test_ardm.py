@@ -75,8 +75,7 @@ def test_training_loss_expectation_is_exact_nll(model: OrderAgnosticARDM, x: tor
 def test_policy_estimator_fixed_order_matches_exact(model: OrderAgnosticARDM, policy) -> None:
     x = X_ITEMS[0]
     order = torch.tensor([2, 0, 3, 1])
-    k = len(policy)
-    est = model.nll_bpd(x.expand(k, -1), order=order, policy=policy, step_index=torch.arange(k))
+    est = model.nll_bpd(x.expand(D, -1), order=order, policy=policy, step_index=torch.arange(D))
     exact = float(model.exact_nll_bits(x, order, policy)[0])
     assert float(est.mean()) * D == pytest.approx(exact, rel=1e-5)
 
@@ -84,9 +83,7 @@ def test_policy_estimator_fixed_order_matches_exact(model: OrderAgnosticARDM, po
 @pytest.mark.parametrize("policy", [[0, 1, 3], [0, 2], None])
 def test_policy_estimator_random_order_matches_exact(model: OrderAgnosticARDM, policy) -> None:
     x = X_ITEMS[1]
-    steps = policy if policy is not None else list(range(D))
-    k = len(steps)
-    combos = list(itertools.product(range(len(ALL_ORDERS)), range(k)))
+    combos = list(itertools.product(range(len(ALL_ORDERS)), range(D)))
     ranks = ranks_of(ALL_ORDERS[[c[0] for c in combos]])
     model.random_ranks = lambda batch, generator=None: ranks  # type: ignore[method-assign]
     est = model.nll_bpd(
@@ -287,7 +284,7 @@ def test_input_validation() -> None:
     with pytest.raises(ValueError, match="policy"):
         model.nll_bpd(x, policy=[0, 2, 2])
     with pytest.raises(ValueError, match="step_index"):
-        model.nll_bpd(x, policy=[0, 2], step_index=torch.tensor([2]))
+        model.nll_bpd(x, policy=[0, 2], step_index=torch.tensor([D]))
     with pytest.raises(ValueError, match="policy"):
         model.sample(1, policy=3)
     with pytest.raises(ValueError, match="num_classes"):

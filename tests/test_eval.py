@@ -69,6 +69,35 @@ def test_rows_policies_and_predictions(image_dir: Path) -> None:
     assert again == rows  # a fixed generator: the same numbers
 
 
+def test_policies_are_compared_on_paired_estimates(image_dir: Path) -> None:
+    model = _oa()  # a convex curve, so that the DP's policy is not the evenly spaced one
+    model.step_losses.copy_(6.0 * torch.exp(-torch.arange(64.0, dtype=torch.float64) / 8) + 0.5)
+    x = load_dataset(str(image_dir), "test")[:16]
+    assert all(model.policy(b) != model.naive_policy(b) for b in (8, 3))
+    rows = evaluate_budgets(model, x, [8, 3], repeats=2, exact_images=0, batch_size=5,
+                            progress=False)
+    for budget in (8, 3):
+        opt, naive = (next(r for r in rows if (r.budget, r.policy) == (budget, name))
+                      for name in ("optimal", "naive"))
+        assert naive.vs_naive is None and naive.vs_naive_sem is None
+        assert opt.vs_naive is not None and opt.vs_naive_sem is not None
+        assert math.isclose(opt.vs_naive, opt.bpd - naive.bpd, abs_tol=1e-9)
+        # The same orders and steps for both policies: their difference varies far less than
+        # two independent estimates would (the items' spread cancels).
+        assert 0 < opt.vs_naive_sem < 0.5 * math.hypot(opt.bpd_sem, naive.bpd_sem)
+
+
+def test_test_items_are_evenly_spaced_over_the_split(image_dir: Path) -> None:
+    model = _oa()
+    split = load_dataset(str(image_dir), "test")
+    items, source = evaluate.load_test_images(model, {"dataset": str(image_dir)}, 3)
+    middle = round((len(split) - 1) / 2)
+    assert torch.equal(items, split[[0, middle, len(split) - 1]])
+    assert source == f"3 test items of {image_dir}, evenly spaced over its {len(split)}"
+    everything, source = evaluate.load_test_images(model, {"dataset": str(image_dir)}, 10**6)
+    assert torch.equal(everything, split) and source.startswith(f"all {len(split)} test items")
+
+
 def test_upscale_specs_show_both_splits() -> None:
     model = _upscale()
     model.step_losses.copy_(

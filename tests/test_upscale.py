@@ -73,6 +73,18 @@ def test_training_bound_is_unbiased() -> None:
     assert abs(np.mean(means) - exact) < 5 * err + 1e-6
 
 
+def test_nll_estimate_over_every_step_is_exact_for_a_fixed_order() -> None:
+    # Each of the S * D variable steps once: the estimate's mean is exactly -log2 p / D.
+    model = tiny_model()
+    x = data(1, seed=5)
+    order, policies = [4, 1, 0, 5, 2, 3], [[0, 4], [0], [0, 1, 3]]
+    total = model.num_stages * D
+    est = model.nll_bpd(x.expand(total, *SHAPE), order=order, policy=policies,
+                        step_index=torch.arange(total))
+    exact = float(model.exact_nll_bits(x, order, policies)[0])
+    assert float(est.double().mean()) * D == pytest.approx(exact, rel=1e-5)
+
+
 @pytest.mark.parametrize("fixed_order", [False, True])
 def test_nll_estimate_is_unbiased_for_a_parallel_policy(fixed_order: bool) -> None:
     model = tiny_model()

@@ -7,8 +7,10 @@ one :class:`EvalRow` with
   orders from generators seeded by (seed, repeat, chunk of ``batch_size`` items), so runs repeat
   exactly), with its standard error;
 * ``exact_bpd``: when cheap enough, the exact ``model.exact_nll_bits`` for the fixed coding order
-  (``ardm.random_order(D, model.order_seed)``) on the first few test images: the code length that
-  ``ardm.compress`` reaches, up to the quantization of the probabilities;
+  (``ardm.random_order(D, model.order_seed)``) on a few test images evenly spaced over them: the
+  code length that ``ardm.compress`` reaches, up to the quantization of the probabilities;
+* ``vs_naive``: for a policy other than the naive one, the mean paired difference of its one-call
+  estimates from the naive policy's (the same orders and steps), with its standard error;
 * ``predicted_bpd``: what the budget DP predicts from the per-step losses sorted in descending order
   (``budget_curve(sorted L)[budget] / D`` for the optimal policy), for comparison.
 
@@ -51,6 +53,7 @@ from ardm.distributed import gather_in_order, keyed_generator, shard
 from ardm.modalities import get_modality
 from ardm.models import ARDM, Policy
 from ardm.models.stage_budget import stage_costs
+from ardm.subsets import evenly_spaced
 
 __all__ = [
     "EvalRow",
@@ -59,6 +62,7 @@ __all__ = [
     "resolve_run",
     "parse_budgets",
     "load_test_images",
+    "describe_subset",
     "load_held_out_images",
     "ensure_step_losses",
     "policy_specs",
@@ -95,6 +99,8 @@ class EvalRow:
     predicted_bpd: float
     exact_bpd: float | None = None
     stage_budgets: tuple[int, ...] | None = None
+    vs_naive: float | None = None
+    vs_naive_sem: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,8 @@ def _check_images(images: torch.Tensor, model: ARDM, source: str) -> torch.Tenso
 def load_test_images(
     model: ARDM, config: dict[str, Any], count: int, data: str | None = None
 ) -> tuple[torch.Tensor, str]:
-    """The first ``count`` test images of the run's dataset (or ``data``), and where they came from.
+    """``count`` test images of the run's dataset (or ``data``), evenly spaced over its test
+    split (all of it when ``count`` is at least its size), and where they came from.
 
     Falls back to the ten bundled Fashion-MNIST test images when the dataset is not installed and
     the model takes 28x28 grey images.
@@ -195,15 +202,28 @@ def load_test_images(
         raise ValueError(f"the number of test images must be >= 1, got {count}")
     name = _dataset_name(model, config, data)
     try:
-        images = get_modality(model.modality).load(name, "test")[:count]
+        split = get_modality(model.modality).load(name, "test")
     except ValueError as err:
         if tuple(model.data_shape) != (1, 28, 28):
             raise
         from ardm.pretrained import bundled_images
 
-        images = bundled_images()[:count]
+        images = evenly_spaced(bundled_images(), count)
         return images, f"{len(images)} bundled test images ({err})"
-    return _check_images(images, model, name), f"{len(images)} test items of {name}"
+    images = evenly_spaced(split, count)
+    return _check_images(images, model, name), describe_subset(len(images), len(split), name)
+
+
+def describe_subset(count: int, total: int, name: str) -> str:
+    """How a subset of a test split is named in a report.
+
+    Example:
+        >>> describe_subset(200, 1720, "kjv"), describe_subset(1720, 1720, "kjv")
+        ('200 test items of kjv, evenly spaced over its 1720', 'all 1720 test items of kjv')
+    """
+    if count == total:
+        return f"all {total} test items of {name}"
+    return f"{count} test items of {name}, evenly spaced over its {total}"
 
 
 def load_held_out_images(
@@ -299,8 +319,12 @@ def evaluate_budgets(
     ``repeats`` one-call estimates per image (each a fresh random order and step, drawn from a
     generator seeded by (seed, repeat, chunk) for each chunk of ``batch_size`` images: policies
     are compared on common random numbers, and under torchrun each rank computes its share of
-    the chunks). The exact fixed-order value is computed on the first ``exact_images`` images
-    when a policy has at most ``exact_max_calls`` calls (0 images: never). Needs the step losses.
+    the chunks). A policy other than the naive one also gets the mean paired difference of its
+    estimates from the naive policy's (``vs_naive``, negative where it is better) and that
+    difference's standard error: on common random numbers it is far smaller than either
+    policy's own, so it tells whether the DP's policy really codes better. The exact
+    fixed-order value is computed on ``exact_images`` images evenly spaced over ``images`` when
+    a policy has at most ``exact_max_calls`` calls (0 images: never). Needs the step losses.
     """
     if repeats < 1 or batch_size < 1 or exact_images < 0:
         raise ValueError("repeats and batch_size must be >= 1, exact_images >= 0")
@@ -313,10 +337,11 @@ def evaluate_budgets(
         raise ValueError("need at least one test image")
     num_vars = model.num_vars
     order = np.asarray(_core.random_order(num_vars, model.order_seed))
-    x_exact = x_all[:exact_images]
+    x_exact = evenly_spaced(x_all, exact_images) if exact_images else x_all[:0]
     chunks = range(math.ceil(x_all.shape[0] / batch_size))
     exact_chunks = range(math.ceil(x_exact.shape[0] / batch_size))
-    plans = [(budget, spec) for budget in budgets for spec in policy_specs(model, budget)]
+    groups = [(budget, policy_specs(model, budget)) for budget in budgets]
+    plans = [(budget, spec) for budget, specs in groups for spec in specs]
     mine = _share_size(x_all.shape[0], batch_size)  # this rank's items (all in one process)
     mine_exact = _share_size(x_exact.shape[0], batch_size)
     work = sum(
@@ -325,34 +350,49 @@ def evaluate_budgets(
     )
     rows = []
     with tqdm(total=work, desc="eval", unit="img", disable=not progress, leave=False) as bar:
-        for budget, spec in plans:
-            bar.set_postfix(budget=budget, policy=spec.name, refresh=False)
-            values: dict[int, torch.Tensor] = {}
-            for repeat in range(repeats):
-                for chunk in shard(chunks):
-                    x = x_all[chunk * batch_size : (chunk + 1) * batch_size]
-                    gen = keyed_generator(seed, repeat, chunk)
-                    bpd = model.nll_bpd(x, policy=spec.policy, generator=gen)
-                    values[repeat * len(chunks) + chunk] = bpd.double().cpu()
-                    bar.update(x.shape[0])
-            v = torch.cat(gather_in_order(values))
-            sem = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
-            exact = None
-            if x_exact.shape[0] and spec.calls <= exact_max_calls:
-                exact_bits: dict[int, torch.Tensor] = {}
-                for chunk in shard(exact_chunks):
-                    x = x_exact[chunk * batch_size : (chunk + 1) * batch_size]
-                    exact_bits[chunk] = model.exact_nll_bits(x, order, spec.policy).cpu()
-                    bar.update(spec.calls * x.shape[0])
-                exact = float(torch.cat(gather_in_order(exact_bits)).mean()) / num_vars
-            rows.append(
-                EvalRow(
-                    budget=int(budget), policy=spec.name, calls=spec.calls,
-                    bpd=float(v.mean()), bpd_sem=sem, predicted_bpd=spec.predicted_bits / num_vars,
-                    exact_bpd=exact, stage_budgets=spec.stage_budgets,
+        for budget, specs in groups:
+            estimates, exacts = {}, {}
+            for spec in specs:
+                bar.set_postfix(budget=budget, policy=spec.name, refresh=False)
+                values: dict[int, torch.Tensor] = {}
+                for repeat in range(repeats):
+                    for chunk in shard(chunks):
+                        x = x_all[chunk * batch_size : (chunk + 1) * batch_size]
+                        gen = keyed_generator(seed, repeat, chunk)
+                        bpd = model.nll_bpd(x, policy=spec.policy, generator=gen)
+                        values[repeat * len(chunks) + chunk] = bpd.double().cpu()
+                        bar.update(x.shape[0])
+                estimates[spec.name] = torch.cat(gather_in_order(values))
+                if x_exact.shape[0] and spec.calls <= exact_max_calls:
+                    exact_bits: dict[int, torch.Tensor] = {}
+                    for chunk in shard(exact_chunks):
+                        x = x_exact[chunk * batch_size : (chunk + 1) * batch_size]
+                        exact_bits[chunk] = model.exact_nll_bits(x, order, spec.policy).cpu()
+                        bar.update(spec.calls * x.shape[0])
+                    exacts[spec.name] = float(torch.cat(gather_in_order(exact_bits)).mean())
+            naive = estimates["naive"]
+            for spec in specs:
+                v = estimates[spec.name]
+                gain = None if spec.name == "naive" else _mean_sem(v - naive)
+                exact = exacts.get(spec.name)
+                rows.append(
+                    EvalRow(
+                        budget=int(budget), policy=spec.name, calls=spec.calls,
+                        bpd=_mean_sem(v)[0], bpd_sem=_mean_sem(v)[1],
+                        predicted_bpd=spec.predicted_bits / num_vars,
+                        exact_bpd=None if exact is None else exact / num_vars,
+                        stage_budgets=spec.stage_budgets,
+                        vs_naive=None if gain is None else gain[0],
+                        vs_naive_sem=None if gain is None else gain[1],
+                    )
                 )
-            )
     return rows
+
+
+def _mean_sem(v: torch.Tensor) -> tuple[float, float]:
+    """The mean of ``v`` and its standard error (NaN for a single value)."""
+    sem = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
+    return float(v.mean()), sem
 
 
 def _share_size(count: int, batch_size: int) -> int:

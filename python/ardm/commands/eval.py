@@ -17,6 +17,7 @@ from ardm.commands.paths import check_free, write_whole
 from ardm.distributed import Dist, process_group
 from ardm.evaluate import (
     EvalRow,
+    describe_subset,
     ensure_step_losses,
     evaluate_budgets,
     load_held_out_images,
@@ -26,6 +27,7 @@ from ardm.evaluate import (
     step_loss_curves,
 )
 from ardm.modalities import get_modality
+from ardm.subsets import evenly_spaced
 
 __all__ = ["add_parser", "run", "format_table", "check_budget_list"]
 
@@ -33,11 +35,15 @@ DEFAULT_BUDGETS = (784, 200, 100, 50, 20, 10)
 
 DESCRIPTION = """\
 Evaluate a model (run directory or shipped name) under budgets of network calls per item (an
-image, a 256-byte text record). For each budget it prints the test bits/dim (bits/byte for text)
-of the budget-optimal policy and of the naive evenly spaced one: the mean of unbiased one-call
-estimates (nll_bpd, random orders, a fixed seed) over the test items, +- its standard error; "exact": -log2 p(x) for the fixed coding order on the first few
-test items (the size ardm compress reaches), computed when the policy has few enough calls;
-"DP": the cost the budget DP predicts from the sorted per-step losses. For an upscale model it
+image, a 256-byte text record), on test items evenly spaced over the test split. For each budget
+it prints the test bits/dim (bits/byte for text) of the budget-optimal policy and of the naive
+evenly spaced one: the mean of unbiased one-call estimates (nll_bpd, random orders, a fixed seed)
+over the test items, +- its standard error; "exact": -log2 p(x) for the fixed coding order on a
+few of the test items (the size ardm compress reaches), computed when the policy has few enough
+calls; "DP": the cost the budget DP predicts from the sorted per-step losses; "vs naive": the
+mean paired difference of a policy's estimates from the naive policy's on the same random
+orders and steps, +- its standard error (negative: the policy codes better; a difference of more
+than two standard errors is not noise). For an upscale model it
 shows the optimal split of the budget across stages, the paper's equal split (both with the DP
 within each stage) and the naive policy, with the calls per stage. If the model has no per-step
 losses they are estimated first on held-out training items (and not saved). Under torchrun
@@ -49,6 +55,7 @@ examples:
   ardm eval runs/fm
   ardm eval fashion-mnist --budgets 100,20,10 --test-size 1000 --plots plots/
   ardm eval runs/fm-up --budgets 200,50,20 --repeats 4
+  ardm eval kjv --budgets 64,20 --test-size 100000 --exact-images 0   # the whole test split
 """
 
 
@@ -64,14 +71,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--budgets", default=None,
         help="comma-separated network calls per item (default: those of "
              f"{','.join(map(str, DEFAULT_BUDGETS))} the model allows, and its maximum)")
-    add("--test-size", type=int, default=200, help="test items (default: %(default)s)")
+    add("--test-size", type=int, default=200,
+        help="test items, evenly spaced over the test split (never its first N); more than "
+             "the split holds: all of it (default: %(default)s)")
     add("--repeats", type=int, default=1,
         help="one-call estimates per test item and policy (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of the estimates (default: %(default)s)")
     add("--data", default=None,
         help="dataset name or directory (default: the run's training dataset)")
     add("--exact-images", type=int, default=8,
-        help="test items for the exact fixed-order value; 0: none (default: %(default)s)")
+        help="test items for the exact fixed-order value, evenly spaced over those of "
+             "--test-size; 0: none (default: %(default)s)")
     add("--exact-max-calls", type=int, default=100,
         help="compute the exact value only for policies with at most this many calls "
              "(default: %(default)s)")
@@ -102,15 +112,16 @@ def format_table(rows: list[EvalRow]) -> list[str]:
     """The rows of :func:`ardm.evaluate.evaluate_budgets` as text lines, one line per budget.
 
     Example:
-        >>> r = [EvalRow(10, "optimal", 10, 3.1, 0.02, 3.0, 3.05), EvalRow(10, "naive", 10, 3.4, 0.02, 3.3)]
+        >>> r = [EvalRow(10, "optimal", 10, 3.1, 0.02, 3.0, 3.05, vs_naive=-0.3, vs_naive_sem=0.004),
+        ...      EvalRow(10, "naive", 10, 3.4, 0.02, 3.3)]
         >>> print("\\n".join(format_table(r)))  # doctest: +NORMALIZE_WHITESPACE
-                |              optimal                    |              naive
-         budget | calls   bits/dim    +-   exact      DP | calls   bits/dim    +-   exact      DP
-             10 |    10      3.100 0.020   3.050   3.000 |    10      3.400 0.020       -   3.300
+                |                        optimal                         |                         naive
+         budget | calls  bits/dim    +-   exact      DP  vs naive     +- | calls  bits/dim    +-   exact      DP  vs naive     +-
+             10 |    10     3.100 0.020   3.050   3.000   -0.3000 0.0040 |    10     3.400 0.020       -   3.300         -      -
     """
     policies = list(dict.fromkeys(r.policy for r in rows))
     staged = any(r.stage_budgets is not None for r in rows)
-    group = f"{'calls':>6}{'bits/dim':>11}{'+-':>6}{'exact':>8}{'DP':>8}"
+    group = f"{'calls':>6}{'bits/dim':>10}{'+-':>6}{'exact':>8}{'DP':>8}{'vs naive':>10}{'+-':>7}"
     if staged:
         group += f"  {'per stage':<14}"
     head = f"{'':>7} |" + " |".join(f"{name:^{len(group)}}" for name in policies)
@@ -120,8 +131,9 @@ def format_table(rows: list[EvalRow]) -> list[str]:
         for name in policies:
             r = next(r for r in rows if r.budget == budget and r.policy == name)
             cell = (
-                f"{r.calls:>6}{_cell(r.bpd, 11)}{_cell(r.bpd_sem, 6)}"
+                f"{r.calls:>6}{_cell(r.bpd, 10)}{_cell(r.bpd_sem, 6)}"
                 f"{_cell(r.exact_bpd, 8)}{_cell(r.predicted_bpd, 8)}"
+                f"{_cell(r.vs_naive, 10, 4)}{_cell(r.vs_naive_sem, 7, 4)}"
             )
             if staged:
                 split = "+".join(str(b) for b in r.stage_budgets or ())
@@ -186,7 +198,8 @@ def _evaluate(args: argparse.Namespace, d: Dist) -> int:
     for line in format_table(rows):
         say(line)
     say(f"({time.perf_counter() - start:.1f} s; bits/dim: test estimate +- standard error; "
-        "exact: fixed coding order; DP: predicted from the sorted step losses)")
+        "exact: fixed coding order; DP: predicted from the sorted step losses; vs naive: paired "
+        "difference from the naive policy +- standard error)")
     if args.plots and d.is_main:
         for path in save_plots(model, rows, Path(args.plots), force=args.force):
             say(f"plot: {path}")
@@ -230,7 +243,7 @@ def _test_items(model, config: dict, args: argparse.Namespace):
         return load_test_images(model, config, args.test_size)
     modality = get_modality(model.modality)
     try:
-        items = modality.load(args.data, "test")[: args.test_size]
+        split = modality.load(args.data, "test")
     except ValueError as err:
         message = str(err)
         if Path(args.data).is_file() and "does not exist" in message:  # a file, not a dataset
@@ -239,12 +252,13 @@ def _test_items(model, config: dict, args: argparse.Namespace):
         if args.data not in message:
             message = f"--data {args.data}: {message}"
         raise ValueError(message) from err
+    items = evenly_spaced(split, args.test_size)
     if tuple(items.shape[1:]) != tuple(model.data_shape):
         raise ValueError(
             f"--data {args.data} has test items of shape {tuple(items.shape[1:])}, the model "
             f"takes {tuple(model.data_shape)}"
         )
-    return items, f"{len(items)} test items of {args.data}"
+    return items, describe_subset(len(items), len(split), args.data)
 
 
 def plot_paths(folder: Path) -> list[Path]:

@@ -421,15 +421,20 @@ class ARDM(nn.Module):
         """Unbiased one-call estimate of the negative ELBO in bits per dimension, per item (B,).
 
         The model is the parallel one of ``policy`` (default ``self.policy(budget)``; budget None:
-        every step) with G network calls in all. One call g is drawn uniformly per item, so
+        every step), whose calls g generate n_g of the S * D variable steps each. One variable
+        step t is drawn uniformly per item, and the call g(t) that generates it is evaluated:
 
-            -log p(x) = sum_g (bits of call g) = E_g [ G * (bits of call g) ].
+            -log p(x) = sum_g (bits of call g) = E_t [ S * D * (bits of call g(t)) / n_g(t) ].
 
         With a random order (``order`` None) the call's variables are a uniformly random subset
         of size n_g of the D - t_g not yet refined, so their sum is replaced by its expectation
-        ``n_g / (D - t_g) * sum``; for G = S * D this is the training bound. With a fixed
-        ``order`` it estimates what :meth:`exact_nll_bits` computes (divided by D).
-        ``step_index`` (B,) fixes g per item instead of drawing it.
+        ``n_g / (D - t_g) * sum``: the estimate is S times the mean loss of the D - t_g
+        variables left at the call's context, and with every step it is the training bound.
+        Drawing a step rather than a call keeps the variance low when calls differ in size, and
+        lets two policies be compared on common random numbers: with one generator seed both get
+        the same order and step t, and differ only in the context their call for t sees. With
+        a fixed ``order`` it estimates what :meth:`exact_nll_bits` computes (divided by D).
+        ``step_index`` (B,) fixes t per item (0 .. S * D - 1, stage by stage) instead of drawing it.
 
         Example:
             >>> from ardm.nets import build_net
@@ -441,26 +446,29 @@ class ARDM(nn.Module):
         x = self._check_x(x)
         batch, num_vars = x.shape[0], self.num_vars
         schedule = StepSchedule(self._policy(budget, policy), self.num_stages, num_vars)
-        calls = len(schedule)
+        total = self.num_stages * num_vars
         if step_index is None:
-            g = torch.randint(0, calls, (batch,), generator=generator).to(self.device)
+            t = torch.randint(0, total, (batch,), generator=generator).to(self.device)
         else:
-            g = torch.as_tensor(step_index, dtype=torch.long, device=self.device)
-            if g.shape != (batch,) or int(g.min()) < 0 or int(g.max()) >= calls:
-                raise ValueError(f"step_index must have shape ({batch},) and values in 0..{calls - 1}")
+            t = torch.as_tensor(step_index, dtype=torch.long, device=self.device)
+            if t.shape != (batch,) or int(t.min()) < 0 or int(t.max()) >= total:
+                raise ValueError(f"step_index must have shape ({batch},) and values in 0..{total - 1}")
+        call_of = torch.empty(total, dtype=torch.long)
+        for s in schedule.steps:
+            call_of[s.stage * num_vars + s.start : s.stage * num_vars + s.end] = s.index
         table = torch.tensor(
             [[s.start, s.end, s.level] for s in schedule.steps], device=self.device
-        )[g]
+        )[call_of.to(self.device)[t]]
         start, end, level = table[:, :1], table[:, 1:2], table[:, 2:]
         ranks = self.random_ranks(batch, generator) if order is None else self._check_order(order, batch)
         levels = level - (ranks < start).long()
         log_p = self._target_log_probs(x.flatten(1), levels).double()
         if order is None:
-            frac = (end - start).double() / (num_vars - start).double()
-            nll = -(log_p * (ranks >= start)).sum(1, keepdim=True) * frac
+            nll = -(log_p * (ranks >= start)).sum(1, keepdim=True) / (num_vars - start).double()
         else:
-            nll = -(log_p * ((ranks >= start) & (ranks < end))).sum(1, keepdim=True)
-        return (calls * nll.squeeze(1) / (num_vars * LN2)).float()
+            in_call = (ranks >= start) & (ranks < end)
+            nll = -(log_p * in_call).sum(1, keepdim=True) / (end - start).double()
+        return (self.num_stages * nll.squeeze(1) / LN2).float()
 
     @torch.no_grad()
     def exact_nll_bits(
