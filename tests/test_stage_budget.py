@@ -233,6 +233,11 @@ def test_core_stage_policies_errors() -> None:
         lambda: sb.decreasing_fit([1.0, 2.0], [1.0]),
         lambda: sb.decreasing_fit([1.0, 2.0], [1.0, 0.0]),
         lambda: sb.decreasing_fit([[1.0, 2.0]], [[1.0, 1.0]]),
+        lambda: sb.centered_decreasing_fit([1.0, 2.0], [1.0, -1.0]),
+        lambda: sb.centered_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 0]),
+        lambda: sb.centered_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 1, 2]),
+        lambda: sb.smoothed_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 1], 0.0),
+        lambda: sb.smoothed_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 1, 2], 1.0),
     ],
 )
 def test_bad_inputs_raise_value_error(call) -> None:
@@ -255,3 +260,67 @@ def test_decreasing_fit_is_the_nearest_non_increasing_sequence(pairs: list[tuple
         assert float(weights @ (np.array(levels) - values) ** 2) >= best - 1e-9
     already = -np.sort(-values)
     assert np.array_equal(sb.decreasing_fit(already, weights), already)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 10), st.floats(0.1, 10), st.floats(0.5, 4)), min_size=1,
+             max_size=12),
+)
+def test_centered_fit_is_non_increasing_through_the_pooled_means(
+    triples: list[tuple[float, float, float]],
+) -> None:
+    values, weights, gaps = (np.array(v) for v in zip(*triples))
+    positions = np.cumsum(gaps)
+    fit = sb.centered_decreasing_fit(values, weights, positions)
+    pooled = sb.decreasing_fit(values, weights)
+    assert fit.shape == values.shape and np.all(fit >= 0) and np.all(np.diff(fit) <= 1e-9)
+    # Between the first and the last block it never leaves the range of the pooled means, and
+    # a block of one value keeps it.
+    assert fit.max() <= pooled.max() + 1e-9 or fit.argmax() == 0
+    blocks = np.flatnonzero(np.diff(pooled) != 0)
+    for i in range(1, len(values) - 1):
+        alone = (i - 1 in blocks) and (i in blocks)
+        if alone:
+            assert fit[i] == pytest.approx(pooled[i])
+
+
+def test_centered_fit_has_no_flat_stretch_where_the_losses_fall() -> None:
+    rng = np.random.default_rng(0)
+    steps = np.arange(256)
+    values = 4.5 - 2.5 * steps / 255 + rng.normal(0, 0.15, 256)
+    weights = 256.0 - steps
+    assert np.sum(np.diff(sb.decreasing_fit(values, weights)) == 0) > 100
+    assert np.sum(np.diff(sb.centered_decreasing_fit(values, weights, steps)) == 0) == 0
+
+
+STEPS = np.arange(256)
+TRUE_CURVES = {  # per-step losses of D = 256 steps, in bits: shapes trained models have
+    "straight": 4.5 - 2.5 * STEPS / 255,
+    "convex": 1.5 + 3.0 * np.exp(-STEPS / 60),
+    "late drop": 4.5 - 2.0 * STEPS / 255 - np.exp(-(255 - STEPS) / 5),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(TRUE_CURVES))
+def test_policies_planned_on_the_smoothed_fit_lose_less(shape: str) -> None:
+    # The estimator's noise: 64 evaluations a step, each the mean of D - t losses of spread
+    # 2.5 bits. The cost that matters is each policy's on the true curve, above the best one's.
+    truth = TRUE_CURVES[shape]
+    weights = 256.0 - STEPS
+
+    def excess(curve: np.ndarray, budget: int) -> float:
+        policies = [np.asarray(sb.stage_policies(c[None], [budget])[0]) for c in (curve, truth)]
+        planned, best = (float(sb.stage_costs(truth[None], [p]).sum()) for p in policies)
+        return planned - best
+
+    totals = {"pooled": 0.0, "smoothed": 0.0}
+    for seed in range(10):
+        noisy = truth + np.random.default_rng(seed).normal(0, 2.5 / 8, 256) / np.sqrt(weights)
+        noisy = np.maximum(noisy, 0.0)
+        fits = {"pooled": sb.decreasing_fit(noisy, weights),
+                "smoothed": sb.smoothed_decreasing_fit(noisy, weights, STEPS, 16.0)}
+        for name, curve in fits.items():
+            assert np.all(np.diff(curve) <= 1e-12)
+            totals[name] += sum(excess(curve, budget) for budget in (5, 10, 20, 64))
+    assert totals["smoothed"] < 0.5 * totals["pooled"], totals

@@ -38,8 +38,8 @@ from ardm.models.schedule import Policy, StepSchedule
 from ardm.models.stage_budget import (
     SPLITS,
     StagePlan,
-    decreasing_fit,
     plan_stages,
+    smoothed_decreasing_fit,
     split_budget_equal,
 )
 from ardm.models.timesteps import StratifiedSampler, TimestepSampler
@@ -49,6 +49,8 @@ __all__ = ["ARDM", "LN2", "sample_categorical"]
 LN2 = math.log(2.0)
 #: Bits a step by which fitted step losses fall at least (see estimate_step_losses).
 FIT_TILT = 1e-9
+#: The step losses are smoothed with a kernel of D / this many steps (at least one step).
+STEP_LOSS_BANDWIDTHS = 16
 #: Step losses of models with more steps per stage are measured on a grid of this many steps.
 STEP_LOSS_GRID = 256
 _HEAD_METHODS = ("log_probs", "target_log_probs", "interval_log_probs", "adjacent_interval_log_probs")
@@ -714,9 +716,10 @@ class ARDM(nn.Module):
         evaluation r of every step is of the same item (``evals_per_step`` items evenly spaced
         over ``data``, or all of them in turn), so steps differ by the orders' noise, not by
         the items they happened to get. Each stage's estimates are then fitted to a
-        non-increasing curve (:func:`~ardm.models.stage_budget.decreasing_fit`: a step's loss
-        cannot rise with more context, and the fit pools the noise of neighbouring steps), and
-        steps between grid points are interpolated linearly.
+        smooth non-increasing curve (a step's loss cannot rise with more context, and the fit
+        pools the noise of neighbouring steps;
+        :func:`~ardm.models.stage_budget.smoothed_decreasing_fit` with a kernel of D / 16
+        steps), and steps between grid points are interpolated linearly.
 
         Example:
             >>> from ardm.nets import build_net
@@ -735,13 +738,15 @@ class ARDM(nn.Module):
                 progress(x.shape[0])
         per_stage = (sums / evals_per_step).view(self.num_stages, self.num_vars).cpu()
         grid = self.step_loss_grid().cpu().numpy()
-        # Each estimate averages D - t losses: fit the rows to a non-increasing curve with
-        # those weights (decreasing_fit), then interpolate between the evaluated steps. The fit
-        # pools noisy stretches into flat ones, on which an extra call would look free to skip;
-        # the true loss still falls there, so a tilt of FIT_TILT bits a step keeps the policies
-        # spending their whole budget.
+        # Each estimate averages D - t losses: smooth and fit the rows with those weights to a
+        # non-increasing curve with no flat stretch (smoothed_decreasing_fit: the DP reads the
+        # curve's shape, and a flat stretch looks like steps to merge for free), then
+        # interpolate between the evaluated steps. A tilt of FIT_TILT bits a step breaks what
+        # ties remain (a floor of 0), so a policy spends its whole budget.
         weights = (self.num_vars - grid).astype(np.float64)
-        fitted = [np.maximum(decreasing_fit(row[grid].numpy(), weights) - FIT_TILT * grid, 0.0)
+        bandwidth = max(self.num_vars / STEP_LOSS_BANDWIDTHS, 1.0)
+        fitted = [np.maximum(smoothed_decreasing_fit(row[grid].numpy(), weights, grid, bandwidth)
+                             - FIT_TILT * grid, 0.0)
                   for row in per_stage]
         every = np.arange(self.num_vars)
         per_stage = torch.from_numpy(np.stack([np.interp(every, grid, row) for row in fitted]))

@@ -43,6 +43,8 @@ __all__ = [
     "StagePlan",
     "sorted_step_losses",
     "decreasing_fit",
+    "centered_decreasing_fit",
+    "smoothed_decreasing_fit",
     "stage_budget_curves",
     "split_budget_optimal",
     "split_budget_equal",
@@ -112,6 +114,86 @@ def decreasing_fit(values, weights) -> np.ndarray:
         >>> decreasing_fit([3.0, 1.0, 2.0, 0.5], [1, 1, 1, 1]).tolist()
         [3.0, 1.5, 1.5, 0.5]
     """
+    means, _, counts = _pooled_blocks(values, weights)
+    return np.repeat(means, counts)
+
+
+def centered_decreasing_fit(values, weights, positions=None) -> np.ndarray:
+    """:func:`decreasing_fit` without its flat stretches: centred isotonic regression (Oron and
+    Flournoy 2017). Each pooled block's mean is put at its block's weighted centre (of
+    ``positions``, default 0..n-1), and the curve runs straight from centre to centre, and
+    beyond the first and last centres on the slope of the nearest segment (not below 0).
+
+    Why: the pooled fit is flat wherever noise made the estimates rise, and on a flat stretch
+    the budget DP sees steps it may merge into one call for free, although the true loss still
+    falls there. Planned on such a curve the optimal policy spent its calls on the flat
+    stretches and coded worse than evenly spaced steps; the centred curve keeps the pooled
+    averages and falls wherever the data say the loss falls. Still non-increasing.
+
+    Example:
+        >>> centered_decreasing_fit([3.0, 1.0, 2.0, 0.5], [1, 1, 1, 1]).round(4).tolist()
+        [3.0, 2.0, 1.1667, 0.5]
+        >>> decreasing_fit([2.0, 2.5, 1.0, 1.2], [1, 1, 1, 1]).tolist()  # two pooled blocks
+        [2.25, 2.25, 1.1, 1.1]
+        >>> centered_decreasing_fit([2.0, 2.5, 1.0, 1.2], [1, 1, 1, 1]).round(4).tolist()
+        [2.5375, 1.9625, 1.3875, 0.8125]
+    """
+    means, sizes, counts = _pooled_blocks(values, weights)
+    n = int(counts.sum())
+    x = np.arange(n, dtype=np.float64) if positions is None else np.asarray(positions, np.float64)
+    if x.shape != (n,) or np.any(np.diff(x) <= 0):
+        raise ValueError("positions must be increasing, one per value")
+    if len(means) == 1:
+        return np.full(n, means[0])
+    w = np.asarray(weights, dtype=np.float64)
+    edges = np.concatenate([[0], np.cumsum(counts)])
+    centres = np.array([np.average(x[a:b], weights=w[a:b]) for a, b in zip(edges[:-1], edges[1:])])
+    fit = np.interp(x, centres, means)
+    first = (means[1] - means[0]) / (centres[1] - centres[0])
+    last = (means[-1] - means[-2]) / (centres[-1] - centres[-2])
+    fit = np.where(x < centres[0], means[0] + first * (x - centres[0]), fit)
+    fit = np.where(x > centres[-1], means[-1] + last * (x - centres[-1]), fit)
+    return np.maximum(fit, 0.0)
+
+
+def smoothed_decreasing_fit(values, weights, positions, bandwidth: float) -> np.ndarray:
+    """The per-step losses' fit: a local linear regression of ``values`` (Gaussian kernel of
+    ``bandwidth``, in units of ``positions``, each point also weighted by ``weights``), then
+    :func:`centered_decreasing_fit` of that, so the curve is non-increasing with no flat stretch.
+
+    Why smooth first: the true per-step loss is a smooth function of t, the estimates are
+    noisy, and the budget DP reads the curve's shape, which a fit that only forbids rises keeps
+    much of the noise of. On simulated curves (straight, convex, with a late drop; noise like
+    that of 64 evaluations a step; ``tests/test_stage_budget.py``), at 5 to 64 calls, the
+    policies planned on this fit (bandwidth 16 of 256 steps) cost 1 %, 11 % and 40 % of what
+    those planned on :func:`decreasing_fit` cost above the policies of the true curve.
+    A local linear fit (unlike a plain kernel average) keeps a sloping curve's level at the
+    ends.
+
+    Example:
+        >>> t = np.arange(8.0)
+        >>> fit = smoothed_decreasing_fit(4.0 - 0.5 * t, np.ones(8), t, 2.0)
+        >>> bool(np.allclose(fit, 4.0 - 0.5 * t))  # a straight line is kept as it is
+        True
+    """
+    y = np.asarray(values, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    x = np.asarray(positions, dtype=np.float64)
+    if x.shape != y.shape or not bandwidth > 0:
+        raise ValueError("positions must match values, and bandwidth must be > 0")
+    kernel = w[None, :] * np.exp(-0.5 * ((x[None, :] - x[:, None]) / bandwidth) ** 2)
+    dx = x[None, :] - x[:, None]  # row i: offsets from point i
+    s0, s1, s2 = kernel.sum(1), (kernel * dx).sum(1), (kernel * dx**2).sum(1)
+    t0, t1 = kernel @ y, (kernel * dx) @ y
+    det = s0 * s2 - s1**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        local = np.where(det > 1e-12 * s0**2, (s2 * t0 - s1 * t1) / det, t0 / s0)
+    return centered_decreasing_fit(np.maximum(local, 0.0), w, x)
+
+
+def _pooled_blocks(values, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pool-adjacent-violators: the blocks of the non-increasing fit, as (means, total
+    weights, lengths), each float64 / int64 (k,)."""
     y = np.asarray(values, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     if y.ndim != 1 or w.shape != y.shape or not np.all(w > 0):
@@ -126,7 +208,7 @@ def decreasing_fit(values, weights) -> np.ndarray:
             total = sizes[-1] + weight
             means[-1] = (means[-1] * sizes[-1] + value * weight) / total
             sizes[-1], counts[-1] = total, counts[-1] + count
-    return np.repeat(np.asarray(means), counts)
+    return np.asarray(means), np.asarray(sizes), np.asarray(counts, dtype=np.int64)
 
 
 def stage_budget_curves(step_losses) -> np.ndarray:
