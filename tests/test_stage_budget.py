@@ -236,8 +236,8 @@ def test_core_stage_policies_errors() -> None:
         lambda: sb.centered_decreasing_fit([1.0, 2.0], [1.0, -1.0]),
         lambda: sb.centered_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 0]),
         lambda: sb.centered_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 1, 2]),
-        lambda: sb.smoothed_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 1], 0.0),
-        lambda: sb.smoothed_decreasing_fit([1.0, 2.0], [1.0, 1.0], [0, 1, 2], 1.0),
+        lambda: sb.smoothed_decreasing_fit([1.0, 2.0], [1.0, 0.0]),
+        lambda: sb.smoothed_decreasing_fit([1.0, 2.0], [1.0]),
     ],
 )
 def test_bad_inputs_raise_value_error(call) -> None:
@@ -299,13 +299,16 @@ TRUE_CURVES = {  # per-step losses of D = 256 steps, in bits: shapes trained mod
     "straight": 4.5 - 2.5 * STEPS / 255,
     "convex": 1.5 + 3.0 * np.exp(-STEPS / 60),
     "late drop": 4.5 - 2.0 * STEPS / 255 - np.exp(-(255 - STEPS) / 5),
+    "sharp start": 0.6 + np.exp(-STEPS / 40) + 0.4 * np.exp(-STEPS / 2),
 }
 
 
+@pytest.mark.parametrize("evals", [64, 4])
 @pytest.mark.parametrize("shape", sorted(TRUE_CURVES))
-def test_policies_planned_on_the_smoothed_fit_lose_less(shape: str) -> None:
-    # The estimator's noise: 64 evaluations a step, each the mean of D - t losses of spread
-    # 2.5 bits. The cost that matters is each policy's on the true curve, above the best one's.
+def test_policies_planned_on_the_smoothed_fit_lose_less(shape: str, evals: int) -> None:
+    # The estimator's noise: ``evals`` evaluations a step, each the mean of D - t losses whose
+    # spread is a third of their mean times 2.5. What matters is each policy's cost on the true
+    # curve, above that of the true curve's own policy.
     truth = TRUE_CURVES[shape]
     weights = 256.0 - STEPS
 
@@ -316,11 +319,11 @@ def test_policies_planned_on_the_smoothed_fit_lose_less(shape: str) -> None:
 
     totals = {"pooled": 0.0, "smoothed": 0.0}
     for seed in range(10):
-        noisy = truth + np.random.default_rng(seed).normal(0, 2.5 / 8, 256) / np.sqrt(weights)
-        noisy = np.maximum(noisy, 0.0)
+        noise = np.random.default_rng(seed).normal(0, 2.5 / np.sqrt(evals), 256) * truth / 3
+        noisy = np.maximum(truth + noise / np.sqrt(weights), 0.0)
         fits = {"pooled": sb.decreasing_fit(noisy, weights),
-                "smoothed": sb.smoothed_decreasing_fit(noisy, weights, STEPS, 16.0)}
+                "smoothed": sb.smoothed_decreasing_fit(noisy, weights)}
         for name, curve in fits.items():
             assert np.all(np.diff(curve) <= 1e-12)
             totals[name] += sum(excess(curve, budget) for budget in (5, 10, 20, 64))
-    assert totals["smoothed"] < 0.5 * totals["pooled"], totals
+    assert totals["smoothed"] < 0.8 * totals["pooled"], totals

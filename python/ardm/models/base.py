@@ -49,8 +49,6 @@ __all__ = ["ARDM", "LN2", "sample_categorical"]
 LN2 = math.log(2.0)
 #: Bits a step by which fitted step losses fall at least (see estimate_step_losses).
 FIT_TILT = 1e-9
-#: The step losses are smoothed with a kernel of D / this many steps (at least one step).
-STEP_LOSS_BANDWIDTHS = 16
 #: Step losses of models with more steps per stage are measured on a grid of this many steps.
 STEP_LOSS_GRID = 256
 _HEAD_METHODS = ("log_probs", "target_log_probs", "interval_log_probs", "adjacent_interval_log_probs")
@@ -718,8 +716,8 @@ class ARDM(nn.Module):
         the items they happened to get. Each stage's estimates are then fitted to a
         smooth non-increasing curve (a step's loss cannot rise with more context, and the fit
         pools the noise of neighbouring steps;
-        :func:`~ardm.models.stage_budget.smoothed_decreasing_fit` with a kernel of D / 16
-        steps), and steps between grid points are interpolated linearly.
+        :func:`~ardm.models.stage_budget.smoothed_decreasing_fit`, its kernel width chosen by
+        cross-validation), and steps between grid points are interpolated linearly.
 
         Example:
             >>> from ardm.nets import build_net
@@ -744,9 +742,8 @@ class ARDM(nn.Module):
         # interpolate between the evaluated steps. A tilt of FIT_TILT bits a step breaks what
         # ties remain (a floor of 0), so a policy spends its whole budget.
         weights = (self.num_vars - grid).astype(np.float64)
-        bandwidth = max(self.num_vars / STEP_LOSS_BANDWIDTHS, 1.0)
-        fitted = [np.maximum(smoothed_decreasing_fit(row[grid].numpy(), weights, grid, bandwidth)
-                             - FIT_TILT * grid, 0.0)
+        fitted = [np.maximum(smoothed_decreasing_fit(row[grid].numpy(), weights) - FIT_TILT * grid,
+                             0.0)
                   for row in per_stage]
         every = np.arange(self.num_vars)
         per_stage = torch.from_numpy(np.stack([np.interp(every, grid, row) for row in fitted]))
