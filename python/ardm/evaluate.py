@@ -372,13 +372,13 @@ def evaluate_budgets(
                     exacts[spec.name] = float(torch.cat(gather_in_order(exact_bits)).mean())
             naive = estimates["naive"]
             for spec in specs:
-                v = estimates[spec.name]
-                gain = None if spec.name == "naive" else _mean_sem(v - naive)
+                mean, sem = _mean_sem(estimates[spec.name])
+                gain = None if spec.name == "naive" else _mean_sem(estimates[spec.name] - naive)
                 exact = exacts.get(spec.name)
                 rows.append(
                     EvalRow(
                         budget=int(budget), policy=spec.name, calls=spec.calls,
-                        bpd=_mean_sem(v)[0], bpd_sem=_mean_sem(v)[1],
+                        bpd=mean, bpd_sem=sem,
                         predicted_bpd=spec.predicted_bits / num_vars,
                         exact_bpd=None if exact is None else exact / num_vars,
                         stage_budgets=spec.stage_budgets,

@@ -114,7 +114,7 @@ def decreasing_fit(values, weights) -> np.ndarray:
         >>> decreasing_fit([3.0, 1.0, 2.0, 0.5], [1, 1, 1, 1]).tolist()
         [3.0, 1.5, 1.5, 0.5]
     """
-    means, _, counts = _pooled_blocks(values, weights)
+    means, counts = _pooled_blocks(values, weights)
     return np.repeat(means, counts)
 
 
@@ -138,7 +138,7 @@ def centered_decreasing_fit(values, weights, positions=None) -> np.ndarray:
         >>> centered_decreasing_fit([2.0, 2.5, 1.0, 1.2], [1, 1, 1, 1]).round(4).tolist()
         [2.5375, 1.9625, 1.3875, 0.8125]
     """
-    means, sizes, counts = _pooled_blocks(values, weights)
+    means, counts = _pooled_blocks(values, weights)
     n = int(counts.sum())
     x = np.arange(n, dtype=np.float64) if positions is None else np.asarray(positions, np.float64)
     if x.shape != (n,) or np.any(np.diff(x) <= 0):
@@ -186,9 +186,7 @@ def smoothed_decreasing_fit(values, weights) -> np.ndarray:
         >>> smoothed_decreasing_fit([3.0, 1.0, 2.0], [3, 2, 1]).round(3).tolist()  # a noisy rise
         [2.7, 1.9, 1.1]
     """
-    y = np.asarray(values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    _pooled_blocks(y, w)  # the same checks
+    y, w = _fit_inputs(values, weights)
     n = y.size
     best: tuple[float, np.ndarray] | None = None
     x = np.arange(n, dtype=np.float64)
@@ -212,13 +210,18 @@ def smoothed_decreasing_fit(values, weights) -> np.ndarray:
     return centered_decreasing_fit(np.maximum(local, 0.0), w)
 
 
-def _pooled_blocks(values, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pool-adjacent-violators: the blocks of the non-increasing fit, as (means, total
-    weights, lengths), each float64 / int64 (k,)."""
+def _fit_inputs(values, weights) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(values, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     if y.ndim != 1 or w.shape != y.shape or not np.all(w > 0):
-        raise ValueError("decreasing_fit takes equal-length 1-D values and positive weights")
+        raise ValueError("a step-loss fit takes equal-length 1-D values and positive weights")
+    return y, w
+
+
+def _pooled_blocks(values, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Pool-adjacent-violators: the blocks of the non-increasing fit, as (means, lengths),
+    float64 and int64 (k,)."""
+    y, w = _fit_inputs(values, weights)
     means: list[float] = []
     sizes: list[float] = []
     counts: list[int] = []
@@ -229,7 +232,7 @@ def _pooled_blocks(values, weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             total = sizes[-1] + weight
             means[-1] = (means[-1] * sizes[-1] + value * weight) / total
             sizes[-1], counts[-1] = total, counts[-1] + count
-    return np.asarray(means), np.asarray(sizes), np.asarray(counts, dtype=np.int64)
+    return np.asarray(means), np.asarray(counts, dtype=np.int64)
 
 
 def stage_budget_curves(step_losses) -> np.ndarray:
