@@ -96,7 +96,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--eval-every", type=int, default=defaults["eval_every"],
         help="steps between test-bpd evaluations (default: %(default)s)")
     add("--eval-size", type=int, default=defaults["eval_size"],
-        help="test items used for the periodic evaluation (default: %(default)s)")
+        help="test items used for the periodic evaluation, evenly spaced over the test split "
+             "(default: %(default)s)")
     add("--ckpt-every", type=int, default=defaults["ckpt_every"],
         help="steps between checkpoints (default: %(default)s)")
     add("--holdout", type=int, default=defaults["holdout"],

@@ -62,6 +62,7 @@ from ardm.modalities import get_modality
 from ardm.models import ARDM, MODEL_KINDS
 from ardm.models.timesteps import make_sampler
 from ardm.nets import build_net
+from ardm.subsets import evenly_spaced
 from ardm.training.config import FIXED_ON_RESUME, TrainConfig
 
 __all__ = ["train", "evaluate_bpd", "build_for_training", "METRICS_FILE"]
@@ -233,7 +234,7 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
         raise ValueError(f"holdout {cfg.holdout} leaves no training data ({images.shape[0]} items)")
     train_x = images[: images.shape[0] - cfg.holdout]
     held_x = images[images.shape[0] - cfg.holdout :] if cfg.holdout else train_x[:1000]
-    test_x = modality.load(cfg.data, "test")[: cfg.eval_size]
+    test_x = evenly_spaced(modality.load(cfg.data, "test"), cfg.eval_size)
     data_shape = tuple(train_x.shape[1:])
 
     model = build_for_training(cfg, modality.num_classes, data_shape).to(device)
