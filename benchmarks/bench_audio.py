@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     model = ardm.load(args.model).eval()
     budgets = [int(b) for b in args.budgets.split(",")]
     test = split_files(audio_files(ASTERISK_DIR), "test")
-    subset = evenly_spaced(list(test), args.subset)
+    subset = evenly_spaced(test, args.subset)
     lines = [f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"]
 

@@ -453,12 +453,11 @@ class ARDM(nn.Module):
             t = torch.as_tensor(step_index, dtype=torch.long, device=self.device)
             if t.shape != (batch,) or int(t.min()) < 0 or int(t.max()) >= total:
                 raise ValueError(f"step_index must have shape ({batch},) and values in 0..{total - 1}")
-        call_of = torch.empty(total, dtype=torch.long)
-        for s in schedule.steps:
-            call_of[s.stage * num_vars + s.start : s.stage * num_vars + s.end] = s.index
-        table = torch.tensor(
-            [[s.start, s.end, s.level] for s in schedule.steps], device=self.device
-        )[call_of.to(self.device)[t]]
+        steps = torch.tensor([[s.start, s.end, s.level] for s in schedule.steps], device=self.device)
+        # The calls cover each stage's steps in order, stage after stage: step t's call is the
+        # one whose run of end - start steps holds it.
+        call_of = torch.repeat_interleave(steps[:, 1] - steps[:, 0])
+        table = steps[call_of[t]]
         start, end, level = table[:, :1], table[:, 1:2], table[:, 2:]
         ranks = self.random_ranks(batch, generator) if order is None else self._check_order(order, batch)
         levels = level - (ranks < start).long()
