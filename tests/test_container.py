@@ -3,6 +3,7 @@ check carried by the coder's initial state, and format-1 detection."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,12 +14,18 @@ from hypothesis import strategies as st
 
 from ardm import _core
 from ardm.coding.container import (
+    BUDGET_OTHER,
+    BUDGET_TABLE,
     JOIN_CONCAT,
     JOIN_STACK,
     LAYOUT_BATCH,
     LAYOUT_ONE,
     LAYOUT_SEQUENCE,
+    LAYOUT_TABLE,
+    MODEL_TABLE,
+    P_REVISION,
     PIECE_FLOOR,
+    SHIPPED_MODELS,
     StreamHeader,
     check_frame,
     check_state,
@@ -132,11 +139,28 @@ def _header_cost_bits(header: StreamHeader) -> float:
     return math.log2(coder.state()) + 32 * coder.num_words() - 40
 
 
+def test_a_common_budget_coded_as_another_is_rejected():
+    writer = FieldWriter()  # a kjv header's first fields, but 64 as a uint (a writer never does that)
+    writer.flag(False, P_REVISION)
+    writer.choice(SHIPPED_MODELS.index("kjv"), MODEL_TABLE)
+    writer.choice(LAYOUT_ONE, LAYOUT_TABLE)
+    writer.choice(BUDGET_OTHER, BUDGET_TABLE)
+    writer.uint(64)
+    coder = _core.AnsCoder()
+    writer.push_onto(coder)
+    with pytest.raises(ValueError, match="common budget"):
+        StreamHeader.read_prefix(FieldReader(coder))
+
+
 def test_the_usual_header_costs_under_two_bits():
     header = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, raw=[False])
     assert _header_cost_bits(header) < 2.5
-    budget = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, budget=20, raw=[False])
-    assert _header_cost_bits(budget) < 2.0 + 2 + 2 * math.log2(21) + 1  # its flag and a uint
+    usual = _header_cost_bits(header)
+    for common in (20, 64, 256, 784):  # an index into a table of 24 round budgets
+        extra = _header_cost_bits(dataclasses.replace(header, budget=common)) - usual
+        assert extra < 6.0, (common, extra)
+    other = _header_cost_bits(dataclasses.replace(header, budget=77)) - usual
+    assert other < 3.0 + 2 * math.log2(78) + 1  # its choice and a uint
     batch = StreamHeader("fashion-mnist", 0, LAYOUT_BATCH, 100, raw=[False] * 100)
     assert _header_cost_bits(batch) < 20.0
 
