@@ -43,6 +43,7 @@ from ardm.models.stage_budget import (
     split_budget_equal,
 )
 from ardm.models.timesteps import StratifiedSampler, TimestepSampler
+from ardm.subsets import evenly_spaced_indices
 
 __all__ = ["ARDM", "LN2", "sample_categorical"]
 
@@ -666,8 +667,7 @@ class ARDM(nn.Module):
         d = self.num_vars
         if d <= STEP_LOSS_GRID:
             return torch.arange(d, device=self.device)
-        grid = torch.linspace(0, d - 1, STEP_LOSS_GRID, dtype=torch.float64).round().long()
-        return grid.unique().to(self.device)
+        return torch.from_numpy(evenly_spaced_indices(d, STEP_LOSS_GRID)).to(self.device)
 
     def step_loss_evaluations(self, evals_per_step: int = 1) -> int:
         """How many (item, step) evaluations :meth:`estimate_step_losses` makes (its progress)."""
