@@ -13,7 +13,8 @@ Each file alone, every round trip verified byte for byte (ARDM and the peers):
   at each budget, on --nll-chunks chunks evenly spaced over the test split, against what the
   blobs cost;
 - --heldout DIR: another speaker and language (default: fr_CA_f_June of the Debian package
-  asterisk-core-sounds-fr-wav, when installed), --subset files evenly spaced, the same codecs.
+  asterisk-core-sounds-fr-wav, when installed), --heldout-subset files evenly spaced (--subset
+  unless given), the same codecs.
 
     python benchmarks/bench_audio.py --model speech --subset 8 --budgets 20,50,100
 
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> list[str]:
                         help="test chunks for the exact NLL, evenly spaced")
     parser.add_argument("--heldout", default=str(HELDOUT_DIR),
                         help="a directory of WAVs of another speaker (skipped if missing)")
+    parser.add_argument("--heldout-subset", type=int, default=None,
+                        help="held-out files, evenly spaced (default: --subset; 0: all)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     heldout = Path(args.heldout)
     if heldout.is_dir():
-        files = evenly_spaced(audio_files(heldout), args.subset)
+        count = args.subset if args.heldout_subset is None else args.heldout_subset
+        files = evenly_spaced(audio_files(heldout), count)
         other = peers(files, "peers (held out)")
         r = ardm_files(model, files, budgets[len(budgets) // 2], "ARDM held out")
         lines.append(f"held out ({heldout.name}, {len(files)} files evenly spaced): "
