@@ -360,6 +360,16 @@ def _model_ref(model: ARDM) -> tuple[str | None, int]:
     return None, fingerprint
 
 
+def _is_shipped(model: ARDM, name: str) -> bool:
+    """Whether ``model`` is the shipped model ``name`` (by name, else by fingerprint, for its
+    weights loaded from a path)."""
+    if _model_ref(model)[0] == name:
+        return True
+    from ardm.pretrained import load
+
+    return model_fingerprint(model) == model_fingerprint(load(name))
+
+
 def _has_rate(model: ARDM) -> bool:
     return get_modality(model.modality).sample_rate is not None
 
@@ -458,21 +468,41 @@ def _decode_stream(model: ARDM, stream: bytes, header: StreamHeader, reader: Fie
     header.read_raw_flags(reader, len(lengths), _has_rate(model))
     pop = _flat_pop(coder)
     coded = [not r for r in header.raw]
-    decoded = [(group, _decode_group(model, group, lambda _, logits: pop(logits), progress))
-               for group in _groups(model, lengths, coded, budget, seed)]
-    raw_values = [(i, _pop_raw(pop, lengths[i], model.num_classes))
-                  for i, raw in enumerate(header.raw) if raw]
-    # Allocated only now that every symbol was popped: a header's count alone allocates nothing.
-    values = torch.zeros(len(lengths), model.num_vars, dtype=torch.long)
-    for group, state in decoded:
-        values[group.indices] = state
-    for i, raw_item in raw_values:
-        values[i, : lengths[i]] = torch.from_numpy(raw_item)
-    if progress is not None:  # lengths whose items are all raw: their calls, never made
-        coded_lengths = [n for n, yes in zip(lengths, coded) if yes]
-        _report(progress, _units(model, lengths, budget) - _units(model, coded_lengths, budget))
-    return _finish(model, coder.state(), coder.num_words(), header, model_fingerprint(model),
-                   values, lengths, dtype)
+    with _data_errors():
+        decoded = [(group, _decode_group(model, group, lambda _, logits: pop(logits), progress))
+                   for group in _groups(model, lengths, coded, budget, seed)]
+        raw_values = [(i, _pop_raw(pop, lengths[i], model.num_classes))
+                      for i, raw in enumerate(header.raw) if raw]
+        # Allocated only now that every symbol was popped: a header's count allocates nothing.
+        values = torch.zeros(len(lengths), model.num_vars, dtype=torch.long)
+        for group, state in decoded:
+            values[group.indices] = state
+        for i, raw_item in raw_values:
+            values[i, : lengths[i]] = torch.from_numpy(raw_item)
+        if progress is not None:  # lengths whose items are all raw: their calls, never made
+            coded_lengths = [n for n, yes in zip(lengths, coded) if yes]
+            _report(progress, _units(model, lengths, budget) - _units(model, coded_lengths, budget))
+        return _finish(model, coder.state(), coder.num_words(), header, model_fingerprint(model),
+                       values, lengths, dtype)
+
+
+#: Said when a stream's data does not decode. Network outputs are bit-identical only where torch
+#: runs the same kernels: another CPU instruction set (AVX2 / AVX-512), another torch release or
+#: another platform rounds differently, and the distributions no longer match the encoder's.
+PLATFORM_HINT = (
+    "; if the blob is intact, it was compressed where the network computes differently: "
+    "decompress it on a machine with the same CPU instruction set (AVX2 or AVX-512), torch "
+    "release and platform as the one that compressed it (docs/format.md, 'Network evaluation')"
+)
+
+
+@contextlib.contextmanager
+def _data_errors() -> Iterator[None]:
+    """Name the other cause of a stream whose data fails to decode: the platform, not the blob."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{error}{PLATFORM_HINT}") from None
 
 
 def _check_declared(num_items: int, num_vars: int, stream_bytes: int) -> None:
@@ -882,6 +912,11 @@ def _model_for(header: StreamHeader, model: ARDM | None) -> ARDM:
                 f"this blob was made by another model (fingerprint {header.fingerprint16:04x}, "
                 f"this model {model_fingerprint(model) & 0xFFFF:04x}); decompress it with the "
                 "model that compressed it"
+            )
+        if header.model is not None and not _is_shipped(model, header.model):
+            raise ValueError(
+                f"this blob was made by another model, the shipped {header.model!r}; decompress "
+                f"it with ardm.load({header.model!r}), or give no model"
             )
         return model
     if header.model is None:
