@@ -138,7 +138,7 @@ def test_shipped_fingerprints_are_pinned() -> None:
     import ardm
 
     assert ardm.load().shipped_fingerprint == 0xA2E30487
-    assert ardm.load("kjv").shipped_fingerprint == 0x6D7ADD5A  # 19,500 steps, 2026-12-05
+    assert ardm.load("kjv").shipped_fingerprint == 0xA4B57CC2  # 30,000 steps, 2026-12-06
 
 
 @pytest.mark.parametrize("path, value", [
