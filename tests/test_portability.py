@@ -27,7 +27,7 @@ from ardm.pretrained import bundled_text
 OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
 MAKE_BLOB = """
-import sys, torch, ardm
+import sys, ardm
 from ardm.pretrained import bundled_text
 record = bundled_text()[0].clone()
 open(sys.argv[1], "wb").write(ardm.compress(record, ardm.load("kjv"), budget=10))
