@@ -363,11 +363,12 @@ def _model_ref(model: ARDM) -> tuple[str | None, int]:
 def _is_shipped(model: ARDM, name: str) -> bool:
     """Whether ``model`` is the shipped model ``name`` (by name, else by fingerprint, for its
     weights loaded from a path)."""
-    if _model_ref(model)[0] == name:
+    shipped_name, fingerprint = _model_ref(model)
+    if shipped_name == name:
         return True
     from ardm.pretrained import load
 
-    return model_fingerprint(model) == model_fingerprint(load(name))
+    return fingerprint == model_fingerprint(load(name))
 
 
 def _has_rate(model: ARDM) -> bool:
