@@ -20,6 +20,8 @@ __all__ = [
     "quantize_logits",
     "AnsCoder",
     "AnsCoderBatch",
+    "portable_math",
+    "portable_grid",
 ]
 
 __version__: str
@@ -82,3 +84,10 @@ class AnsCoderBatch:
     def from_compact_bytes_list(streams: Sequence[bytes], floor: int | None = None) -> AnsCoderBatch: ...
     def states(self) -> npt.NDArray[np.uint64]: ...
     def num_words(self) -> npt.NDArray[np.int64]: ...
+
+# ---- portable: bit-identical float64 math (rust/src/portable.rs) --------------------------------
+
+def portable_math(name: str, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def portable_grid(
+    values: npt.NDArray[np.float64], bits: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...

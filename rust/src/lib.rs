@@ -6,6 +6,8 @@
 //! * [`order`]: seeded, portable permutations and their bookkeeping.
 //! * [`quantize`]: logits -> integer frequency tables, a pure function of the float bits.
 //! * [`ans`]: a rANS stack coder, one stream or many independent streams.
+//! * [`portable`]: elementwise float64 math (`exp`, `log`, `erf`, `gelu`, `sin`, ...) from
+//!   IEEE-754 basic operations only, bit-identical on every CPU and platform.
 //!
 //! Nothing here knows Python; the bindings live in `python/` behind the `python` feature.
 
@@ -14,6 +16,7 @@ pub mod error;
 pub mod lagrange;
 pub mod order;
 pub mod policy;
+pub mod portable;
 pub mod quantize;
 
 pub use error::CoreError;

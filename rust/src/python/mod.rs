@@ -10,6 +10,7 @@ use crate::CoreError;
 mod ans;
 mod order;
 mod policy;
+mod portable;
 
 impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
@@ -23,5 +24,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     policy::register(m)?;
     order::register(m)?;
     ans::register(m)?;
+    portable::register(m)?;
     Ok(())
 }
