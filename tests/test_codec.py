@@ -110,13 +110,14 @@ def test_sizes_are_at_the_entropy_limit():
 
 @pytest.mark.slow
 def test_independent_items_cost_at_most_40_bits_more_than_their_information(fashion_mnist_test):
-    """Issue #9's target, on 64 real test images (evenly spaced over the split) with the shipped
+    """Issue #9's target, on 32 real test images (evenly spaced over the split) with the shipped
     model at its default budget: an independent blob costs at most 40 bits an image more than
-    the images' exact -log2 p. Measured: 37.1 (was 46.5 with a 32-bit check in every stream);
-    each piece's 24-bit check costs about 22.6, its header 2 and byte end 4, its length in the
-    frame about 8.8, the frame's 32-bit check and 6 bytes of frame 1.2."""
+    the images' exact -log2 p. Measured: 37.3 (37.1 on 64 images; was 46.5 with a 32-bit check
+    in every stream); each piece's 24-bit check costs about 22.6, its header 2 and byte end 4,
+    its length in the frame about 8.8, the frame's 32-bit check and 6 bytes of frame 2.5 (1.2
+    on 64 images)."""
     model = ardm.load()
-    x = fashion_mnist_test[np.linspace(0, len(fashion_mnist_test) - 1, 64).round().astype(np.int64)]
+    x = fashion_mnist_test[np.linspace(0, len(fashion_mnist_test) - 1, 32).round().astype(np.int64)]
     nll = _nll_bits(model, x, 100)
     blob = compress(x, model, mode="independent")
     overhead = (8 * len(blob) - float(nll.sum())) / len(x)

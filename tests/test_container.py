@@ -61,19 +61,21 @@ CRC = b"\x00" * 4  # the frame's check, at its end: not read by unpack_streams
     [
         (b"", "empty"),
         (b"\x00", "truncated"),
-        (b"\x00\x05\x01\x01abcd" + CRC, "kind"),
+        (b"\x00\x06\x01\x01abcd" + CRC, "kind"),
+        (b"\x00\x02\x01\x01abcd" + CRC, "format 2, whose network"),  # format 2's frames
+        (b"\x00\x03\x01\x01abcd" + CRC, "format 2, whose network"),
         (b"\x00\x00\x01\x01abcd", "earlier development version"),  # the frames before the check
         (b"\x00\x01\x02\x05\x00\x00\x01abcd\x02efgh", "earlier development version"),
-        (b"\x00\x02\x80", "truncated"),
-        (b"\x00\x02\x7f\x01\x01abcd" + CRC, "cannot fit"),
-        (b"\x00\x02\x01" + CRC, "do not fit"),  # an empty stream
-        (b"\x00\x02\x02\xc8\x01\x00\x00\x01abcd\x02efgh" + CRC, "do not fit"),
-        (b"\x00\x02\x02\x05\x00\x00\x01abcd" + CRC, "do not fit"),
-        (b"\x00\x02\x02\x05\x50\x00\x01abcd\x02efgh" + CRC, "Rice"),
-        (b"\x00\x02\x02\x05\x00\x00\x00abcd\x02efgh" + CRC, "zero byte"),
-        (b"\x00\x02\x02\x85\x00\x00\x00\x01abc\x02efgh" + CRC, "non-canonical"),
-        (b"\x00\x02\x02\x05\x00\xff\xff\xff\xff" + CRC, "exceeds"),
-        (b"\x00\x02\x02\x05\x00\x01\x01abcd\x02efgh" + CRC, "padding"),
+        (b"\x00\x04\x80", "truncated"),
+        (b"\x00\x04\x7f\x01\x01abcd" + CRC, "cannot fit"),
+        (b"\x00\x04\x01" + CRC, "do not fit"),  # an empty stream
+        (b"\x00\x04\x02\xc8\x01\x00\x00\x01abcd\x02efgh" + CRC, "do not fit"),
+        (b"\x00\x04\x02\x05\x00\x00\x01abcd" + CRC, "do not fit"),
+        (b"\x00\x04\x02\x05\x50\x00\x01abcd\x02efgh" + CRC, "Rice"),
+        (b"\x00\x04\x02\x05\x00\x00\x00abcd\x02efgh" + CRC, "zero byte"),
+        (b"\x00\x04\x02\x85\x00\x00\x00\x01abc\x02efgh" + CRC, "non-canonical"),
+        (b"\x00\x04\x02\x05\x00\xff\xff\xff\xff" + CRC, "exceeds"),
+        (b"\x00\x04\x02\x05\x00\x01\x01abcd\x02efgh" + CRC, "padding"),
     ],
 )
 def test_bad_frames(blob, message):
@@ -330,7 +332,7 @@ def batch(n, budget, raw=False, bits=16000):
                   bits, 1)
 
 model = ardm.load()
-images = ardm.bundled_images()
+images = ardm.bundled_images().repeat(4, 1, 1, 1)  # 40: as many chunks in flight as decodes run
 for mode in ("joint", "independent"):  # budget 1: the largest evaluation chunks
     ardm.decompress(ardm.compress(images, model, budget=1, mode=mode), model)
 one = StreamHeader("fashion-mnist", 0, LAYOUT_ONE, 1, budget=1, raw=[False])

@@ -1,7 +1,8 @@
-"""Lossless compression: the codec (:mod:`ardm.coding.codec`), the container format 2
+"""Lossless compression: the codec (:mod:`ardm.coding.codec`), the container format 3
 (:mod:`ardm.coding.container`, ``docs/format.md``), header fields coded in the stream
-(:mod:`ardm.coding.fields`), the model fingerprint and bit-exact network evaluation
-(:mod:`ardm.coding.deterministic`)."""
+(:mod:`ardm.coding.fields`), the model fingerprint and the network evaluation that gives the same
+bits on every machine (:mod:`ardm.coding.portable`, run in chunks by
+:mod:`ardm.coding.deterministic`)."""
 
 from ardm.coding.codec import (
     DEFAULT_BUDGET,

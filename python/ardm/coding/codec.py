@@ -487,23 +487,23 @@ def _decode_stream(model: ARDM, stream: bytes, header: StreamHeader, reader: Fie
                        values, lengths, dtype)
 
 
-#: Said when a stream's data does not decode. Network outputs are bit-identical only where torch
-#: runs the same kernels: another CPU instruction set (AVX2 / AVX-512), another torch release or
-#: another platform rounds differently, and the distributions no longer match the encoder's.
-PLATFORM_HINT = (
-    "; if the blob is intact, it was compressed where the network computes differently: "
-    "decompress it on a machine with the same CPU instruction set (AVX2 or AVX-512), torch "
-    "release and platform as the one that compressed it (docs/format.md, 'Network evaluation')"
+#: What a stream whose data fails to decode may be besides corrupted: a single-stream blob of
+#: format 2, whose header reads the same but whose network ran in plain float32 (its frames are
+#: told apart by their kind byte, single streams cannot be).
+FORMAT_2_HINT = (
+    "; if the blob is intact, it may be of format 2 (made before the portable network "
+    "evaluation), which this release reads as corrupted: decompress it with ardm at git revision "
+    "7fd5f54 or earlier, on the machine that made it (docs/format.md, 'Format version 2')"
 )
 
 
 @contextlib.contextmanager
 def _data_errors() -> Iterator[None]:
-    """Name the other cause of a stream whose data fails to decode: the platform, not the blob."""
+    """Name the other cause of a stream whose data fails to decode: an older format."""
     try:
         yield
     except ValueError as error:
-        raise ValueError(f"{error}{PLATFORM_HINT}") from None
+        raise ValueError(f"{error}{FORMAT_2_HINT}") from None
 
 
 def _check_declared(num_items: int, num_vars: int, stream_bytes: int) -> None:
@@ -854,7 +854,7 @@ def _named_errors(blob: bytes) -> Iterator[None]:
     except ValueError:
         if looks_like_version_1(bytes(blob)):
             raise ValueError(
-                "this is a format-1 blob (ardm 0.1); this release reads format 2: decompress it "
+                "this is a format-1 blob (ardm 0.1); this release reads format 3: decompress it "
                 "with ardm 0.1 and compress it again"
             ) from None
         raise

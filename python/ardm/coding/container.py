@@ -1,4 +1,4 @@
-"""The compressed container, format version 2 (``docs/format.md`` byte by byte).
+"""The compressed container, format version 3 (``docs/format.md`` byte by byte).
 
 A blob is one rANS stream, or several behind a small frame:
 
@@ -22,7 +22,7 @@ bits instead of 32: the coder's floor is ``PIECE_FLOOR``).
 Example:
     >>> frame = pack_streams([b"\\x01abcd", b"\\x02efgh"], joiner=JOIN_STACK)
     >>> frame[:6], unpack_streams(frame)
-    (b'\\x00\\x02\\x02\\x05\\x00\\x00', (0, [b'\\x01abcd', b'\\x02efgh']))
+    (b'\\x00\\x04\\x02\\x05\\x00\\x00', (0, [b'\\x01abcd', b'\\x02efgh']))
 """
 
 from __future__ import annotations
@@ -59,8 +59,15 @@ __all__ = [
 FRAME_MARKER = 0x00
 JOIN_STACK, JOIN_CONCAT = 0, 1
 # The frame's kind byte is FRAME_KIND + joiner; 0 and 1 were the kinds of an earlier development
-# version of format 2 (32-bit checks per stream, no check of the frame), no longer read.
-FRAME_KIND = 2
+# version of format 2 (32-bit checks per stream, no check of the frame), 2 and 3 those of format 2
+# (its network evaluated in plain float32), neither read any more.
+FRAME_KIND = 4
+FORMAT_2_KIND = 2
+FORMAT_2_BLOB = (
+    "this blob is of format 2, whose network ran in plain float32 and so decodes only where torch "
+    "runs the same CPU kernels; this release reads format 3: decompress it with ardm at git "
+    "revision 7fd5f54 or earlier, on the machine that made it, and compress the data again"
+)
 MAX_VARINT_BYTES = 10
 MAX_RICE = 40
 STATE_LOW = 1 << 31
@@ -177,7 +184,7 @@ class StreamHeader:
         piece decoded alone (:meth:`write_prefix`)."""
         if r.flag(P_REVISION):
             raise ValueError(
-                "this blob was made by a newer ardm (a later revision of format 2); upgrade ardm"
+                "this blob was made by a newer ardm (a later revision of format 3); upgrade ardm"
             )
         ref = r.choice(MODEL_TABLE)
         model = None if ref == CUSTOM_MODEL else SHIPPED_MODELS[ref]
@@ -386,6 +393,8 @@ def unpack_streams(blob: bytes) -> tuple[int | None, list[bytes]]:
             "(format 2 before its frame check); this release does not read it: compress the "
             "data again with this release"
         )
+    if blob[1] - FORMAT_2_KIND in (JOIN_STACK, JOIN_CONCAT):
+        raise ValueError(FORMAT_2_BLOB)
     joiner = blob[1] - FRAME_KIND
     if joiner not in (JOIN_STACK, JOIN_CONCAT):
         raise ValueError(f"corrupted blob: unknown kind {blob[1]} of its frame")

@@ -1,13 +1,11 @@
 """The form of a model the codec codes with: on the CPU, in float32 (``docs/format.md``,
 "Network evaluation").
 
-A blob must decode bit for bit, so both sides evaluate the network in float32 on the CPU with
-fixed chunks (:mod:`ardm.coding.deterministic`), whatever device or dtype the user's model lives
-in: GPU kernels and other dtypes round differently. (CPUs of another instruction set or another
-torch release run other kernels too, so a blob decodes only where they match: ``docs/format.md``,
-"Where a blob decodes".) A model elsewhere is coded with a CPU float32 copy, made once per call
-and never kept (a cache would go stale when the weights change); the user's model is never moved
-or cast.
+A blob must decode bit for bit, so both sides evaluate the network on the CPU from the same
+float32 parameters, under the portable evaluation (:mod:`ardm.coding.portable`, which gives the
+same bits on every CPU), whatever device or dtype the user's model lives in. A model elsewhere
+is coded with a CPU float32 copy, made once per call and never kept (a cache would go stale when
+the weights change); the user's model is never moved or cast.
 
 Example:
     >>> import torch

@@ -1,25 +1,19 @@
 """Network evaluation whose outputs are bit-identical however the items are grouped.
 
-Lossless decoding needs the very same logits that encoding used. On the CPU, PyTorch picks
-different kernels for different batch sizes (a batch of one differs from a batch of eight in the
-last bits) and splits reductions differently for different thread counts. So every network call of
-the codec runs on a fixed evaluation shape of ``rows`` rows (``EVAL_ROWS``, or the modality's
-``coding_rows``: audio items are large enough to run one at a time; a short chunk is padded by
-repeating its first row) with one intra-op thread. Each row's result then depends only on that
-row, never on its neighbours or on the torch settings.
+Lossless decoding needs the very same logits that encoding used. Every network call of the codec
+runs under :func:`ardm.coding.portable.portable_evaluation`, where each row's result is exact in
+any summation order: it depends only on that row, never on its neighbours, the batch size, the
+thread count or the CPU's instruction set. The rows are cut into chunks of ``rows`` rows
+(``EVAL_ROWS``, or the modality's ``coding_rows``: audio items are large enough to run one at a
+time; the last chunk may be shorter), the unit of parallel work: each chunk runs on one of this
+module's threads with one intra-op thread, so that the threads do not compete.
 
 Why a pool of our own threads: ``torch.set_num_threads`` writes a process-wide value, but what a
-kernel actually uses is the *calling thread's* OpenMP (and MKL) thread count, which each thread
-copies from the process-wide value the first time it runs a parallel op and after that changes
-only when that thread itself calls ``torch.set_num_threads``. Switching the calling thread to one
-thread and back (and evaluating on fresh threads, which copy whatever the process-wide value is at
-that moment) lets any other thread that calls ``torch.set_num_threads`` meanwhile, or another
-``compress`` doing the same switch, change the numbers a blob is built from. Instead every chunk
-runs on one of a few long-lived threads of this module, each set to one intra-op thread once, when
-it starts (under a lock, the process-wide value restored right after), and checked again before
-and after every chunk: a chunk evaluated while its thread's count was not 1 (possible only with a
-non-OpenMP build of torch, where the count is process-wide) is evaluated again. The caller's
-thread is never switched.
+kernel actually uses is the *calling thread's* OpenMP (and MKL) thread count. Every chunk runs on
+one of a few long-lived threads of this module, each set to one intra-op thread once, when it
+starts (under a lock, the process-wide value restored right after), so chunks run side by side
+without oversubscribing the CPUs and the caller's thread is never switched. (The results would
+be the same with any thread count: only the speed depends on it.)
 """
 
 from __future__ import annotations
@@ -32,10 +26,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-EVAL_ROWS = 8  # part of the format: changing it changes the logits, so it is pinned per version
-# A chunk evaluated while another thread kept changing a process-wide thread count (non-OpenMP
-# builds only) is tried this many times before it is an error.
-MAX_TRIES = 100
+from ardm.coding.portable import portable_evaluation
+
+EVAL_ROWS = 8  # rows per chunk: the outputs do not depend on it, the order of a joint stream's digits does
 
 _POOL_LOCK = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process id that made it, the pool)
@@ -84,27 +77,6 @@ def _evaluation_pool() -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def _pad_rows(rows: torch.Tensor, count: int) -> torch.Tensor:
-    """Exactly ``count`` rows, a fresh contiguous tensor whatever the input's strides."""
-    missing = count - rows.shape[0]
-    if missing == 0:
-        return rows.contiguous()
-    return torch.cat([rows, rows[:1].expand(missing, *rows.shape[1:])])
-
-
-def _single_threaded(compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """``compute()`` on this (pool) thread with one intra-op thread from start to end."""
-    for _ in range(MAX_TRIES):
-        _one_thread_here()
-        out = compute()
-        if torch.get_num_threads() == 1:
-            return out
-    raise RuntimeError(
-        "another thread keeps changing torch's thread count during coding; the network outputs "
-        "cannot be made reproducible"
-    )
-
-
 def evaluate_in_fixed_chunks(
     fn: Callable[..., torch.Tensor],
     *inputs: torch.Tensor,
@@ -113,9 +85,9 @@ def evaluate_in_fixed_chunks(
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield ``(rows, outputs)`` for consecutive chunks of rows of ``fn(*inputs)``.
 
-    Every input holds one row per item along its first axis; ``fn`` sees exactly ``rows`` rows
-    of each at a time (part of the format: the modality's ``coding_rows``), on one of this
-    module's evaluation threads with one intra-op thread, whatever other threads do meanwhile.
+    Every input holds one row per item along its first axis; ``fn`` sees ``rows`` rows of each
+    at a time (fewer in the last chunk), under the portable evaluation, on one of this module's
+    evaluation threads with one intra-op thread.
     At most ``workers`` chunks (default: the number of CPUs) run at once.
 
     ``outputs`` is float32 numpy of shape (len(rows), *fn's per-row output shape). Chunks come
@@ -132,12 +104,10 @@ def evaluate_in_fixed_chunks(
     workers = max(1, min(workers or _num_cpus(), len(slices)))
 
     def run(chunk: slice) -> np.ndarray:
-        def compute() -> np.ndarray:
-            with torch.inference_mode():
-                out = fn(*[_pad_rows(tensor[chunk], rows) for tensor in inputs]).float()
-            return out[: chunk.stop - chunk.start].cpu().numpy()
-
-        return _single_threaded(compute)
+        _one_thread_here()
+        with torch.inference_mode(), portable_evaluation():
+            out = fn(*[tensor[chunk].contiguous() for tensor in inputs]).float()
+        return out.cpu().numpy()
 
     if getattr(_thread, "evaluates", False):  # called from inside an evaluation: no waiting on
         for chunk in slices:                  # the pool from one of its own threads
