@@ -37,15 +37,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="the image model: a shipped name or a run directory of a model of 28x28 "
                    "greyscale images (default: fashion-mnist)")
-    p.add_argument("--budgets", default="10,20,50,100", help="comma-separated budgets")
+    p.add_argument("--budgets", default="10,20,50", help="comma-separated budgets")
     p.add_argument(
-        "--test-images", type=int, default=54, help="extra Fashion-MNIST test images (0: none)"
+        "--test-images", type=int, default=14, help="extra Fashion-MNIST test images (0: none)"
     )
     p.add_argument("--plot", default="ardm-demo.png",
                    help="where to save the plot (PNG; an existing file is replaced only with "
                    "--force) (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace the plot file if it exists")
-    p.add_argument("--text-budgets", default="20,64", help="comma-separated budgets for text")
+    p.add_argument("--text-budgets", default="20", help="comma-separated budgets for text")
     p.add_argument("--no-text", dest="text", action="store_false", help="leave text out")
     p.add_argument("--audio-budget", type=int, default=20,
                    help="network calls per 8,000-sample chunk for the speech model")
