@@ -363,7 +363,8 @@ print(json.dumps(results))
 def test_hostile_declared_sizes_fail_before_allocating():
     """Before: the 2 KB frame of 160 streams allocated 530 MB and ran 17 s before its error, a
     70-byte joint blob declaring 1000 items 2 GB and 107 s (every item's logits of a call were
-    computed before any was popped); now nothing beyond a real decode's working memory."""
+    computed before any was popped); now nothing beyond a real decode's working memory (under
+    256 MB)."""
     import json
     import subprocess
     import sys
@@ -373,7 +374,9 @@ def test_hostile_declared_sizes_fail_before_allocating():
     results = json.loads(out.stdout.strip().splitlines()[-1])
     for name, r in results.items():
         assert r["error"] == "ValueError", (name, r)
-        assert r["grew_mb"] < 48, (name, r)
+        # A real decode's working memory: float64 temporaries of the portable evaluation in each
+        # evaluation thread's allocator arena, which vary from run to run (48-174 MB measured).
+        assert r["grew_mb"] < 256, (name, r)
         assert r["seconds"] < 20, (name, r)
 
 
