@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension module `ardm._core`."""
 
 from collections.abc import Sequence
-from typing import Literal, final
+from typing import Literal, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,9 @@ __all__ = [
     "AnsCoderBatch",
     "portable_math",
     "portable_grid",
+    "portable_rescale",
+    "portable_softmax",
+    "portable_normalize",
 ]
 
 __version__: str
@@ -87,7 +90,35 @@ class AnsCoderBatch:
 
 # ---- portable: bit-identical float64 math (rust/src/portable.rs) --------------------------------
 
+@overload
+def portable_math(  # type: ignore[overload-overlap]
+    name: str, values: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]: ...
+@overload
 def portable_math(name: str, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
 def portable_grid(
-    values: npt.NDArray[np.float64], bits: int
+    values: npt.NDArray[np.float64] | npt.NDArray[np.float32], bits: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+
+# ---- portable layers: fused, in place (rust/src/portable_layers.rs) -----------------------------
+
+def portable_rescale(
+    y: npt.NDArray[np.float64],
+    row_scales: npt.NDArray[np.float64],
+    col_scales: npt.NDArray[np.float64],
+    multiplier: float | None = None,
+    bias: npt.NDArray[np.float64] | None = None,
+) -> None: ...
+@overload
+def portable_softmax(x: npt.NDArray[np.float64], sum_bits: int, grid_bits: None = None) -> None: ...
+@overload
+def portable_softmax(
+    x: npt.NDArray[np.float64], sum_bits: int, grid_bits: int
+) -> npt.NDArray[np.float64]: ...
+def portable_normalize(
+    x: npt.NDArray[np.float64],
+    eps: float,
+    sum_bits: int,
+    weight: npt.NDArray[np.float64] | None = None,
+    bias: npt.NDArray[np.float64] | None = None,
+) -> None: ...

@@ -17,6 +17,7 @@ pub mod lagrange;
 pub mod order;
 pub mod policy;
 pub mod portable;
+pub mod portable_layers;
 pub mod quantize;
 
 pub use error::CoreError;

@@ -235,6 +235,32 @@ pub fn apply(func: PortableFn, values: &mut [f64]) {
     apply_with(func, values)
 }
 
+/// [`apply`] to float32 values, in place: each is widened to float64 (exactly), `func` applied,
+/// and the result rounded to float32 (to nearest, ties to even; the canonical NaN becomes
+/// float32's canonical NaN), the same bits as widening the whole array, [`apply`] and
+/// narrowing it, in blocks that stay in the cache.
+///
+/// ```
+/// use ardm_core::portable::{apply_f32, PortableFn};
+/// let mut v = [0.0f32, 1.0];
+/// apply_f32(PortableFn::Exp, &mut v);
+/// assert_eq!(v, [1.0, std::f64::consts::E as f32]);
+/// ```
+pub fn apply_f32(func: PortableFn, values: &mut [f32]) {
+    const BLOCK: usize = 512;
+    let mut wide = [0.0f64; BLOCK];
+    for chunk in values.chunks_mut(BLOCK) {
+        let wide = &mut wide[..chunk.len()];
+        for (w, &v) in wide.iter_mut().zip(chunk.iter()) {
+            *w = f64::from(v);
+        }
+        apply(func, wide);
+        for (v, &w) in chunk.iter_mut().zip(wide.iter()) {
+            *v = w as f32;
+        }
+    }
+}
+
 /// [`apply_with`] compiled with AVX2 enabled (wider vectors; the same operations per element,
 /// so the same bits: the AVX2 feature does not include FMA, and nothing asks for it anyway).
 #[cfg(target_arch = "x86_64")]
@@ -353,7 +379,7 @@ const MAGIC_BITS: u64 = 0x4338_0000_0000_0000;
 
 /// Every NaN as the one canonical quiet NaN.
 #[inline(always)]
-fn canonical(y: f64) -> f64 {
+pub(crate) fn canonical(y: f64) -> f64 {
     if y.is_nan() {
         CANONICAL_NAN
     } else {
@@ -471,7 +497,7 @@ fn add3(a: f64, r: f64, tail: f64) -> f64 {
 }
 
 #[inline(always)]
-fn exp_k(x: f64) -> f64 {
+pub(crate) fn exp_k(x: f64) -> f64 {
     let x = clamp(x, -1100.0, 1100.0);
     let (kf, k) = round_int(x * LOG2_E);
     let r = (x - kf * LN2_HI) - kf * LN2_LO;
@@ -958,7 +984,7 @@ fn cos_k(x: f64) -> f64 {
 /// exact operation: `roundsd`/`vroundpd` with SSE4.1 or AVX2, `frintn` on ARM, a library call
 /// on x86-64 without SSE4.1); a NaN becomes the canonical NaN.
 #[inline(always)]
-fn round_even(t: f64) -> f64 {
+pub(crate) fn round_even(t: f64) -> f64 {
     canonical(t.round_ties_even())
 }
 
@@ -977,7 +1003,7 @@ fn abs_max(m: f64, v: f64) -> f64 {
 /// The grid scale of a slice whose largest magnitude is `m` (`m >= 0`, not NaN): the float with
 /// exponent field `2045 + bits - E` (clamped to `[1, 2046]`), `E` the exponent field of `m`.
 #[inline(always)]
-fn grid_scale(m: f64, bits: u32) -> f64 {
+pub(crate) fn grid_scale(m: f64, bits: u32) -> f64 {
     let e = ((m.to_bits() >> 52) & 0x7ff) as i64;
     let field = (2045 + bits as i64 - e).clamp(1, 2046);
     f64::from_bits((field as u64) << 52)
@@ -986,7 +1012,7 @@ fn grid_scale(m: f64, bits: u32) -> f64 {
 /// The largest `|v|` of a row, NaNs ignored (0 for an empty or all-NaN row). Sixteen
 /// independent maxima, so the loop vectorizes; the maximum does not depend on the order.
 #[inline(always)]
-fn row_abs_max(row: &[f64]) -> f64 {
+pub(crate) fn row_abs_max(row: &[f64]) -> f64 {
     let (chunks, rest) = row.as_chunks::<16>();
     let mut acc = [0.0f64; 16];
     for chunk in chunks {

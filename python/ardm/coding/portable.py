@@ -72,7 +72,7 @@ class PortabilityError(ValueError):
 
 
 def _to_grid(x: torch.Tensor, dims: Sequence[int], bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` (float64) as integers ``round(x * scale)`` with ``|.| <= 2^bits``, and ``scale``:
+    """``x`` (as float64) as integers ``round(x * scale)`` with ``|.| <= 2^bits``, and ``scale``:
     one power of two per slice over ``dims`` (kept as size-1 dims), float64.
 
     The scale comes from the slice's largest magnitude m: ``2^(bits + 1022 - E)`` for m's
@@ -92,7 +92,9 @@ def _to_grid(x: torch.Tensor, dims: Sequence[int], bits: int) -> tuple[torch.Ten
         return ints.movedim(back, reduced), scale.movedim(back, reduced)
     shape = x.shape
     outer, inner = math.prod(shape[:first]), math.prod(shape[last + 1:])
-    flat = x.detach().double().contiguous().view(outer, -1, inner).numpy()
+    x = x.detach()
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.double()  # float32: widened in Rust
+    flat = wide.contiguous().view(outer, -1, inner).numpy()
     ints, scale = _core.portable_grid(flat, bits)
     kept = [1 if first <= d <= last else n for d, n in enumerate(shape)]
     return torch.from_numpy(ints).view(shape), torch.from_numpy(scale).view(kept)
@@ -106,14 +108,14 @@ def _weight_grid(weight: torch.Tensor, dims: Sequence[int], bits: int) -> tuple[
     """:func:`_to_grid` of a parameter, kept while the parameter is unchanged: every network
     call of a compress uses the same weights, and their grid costs as much as an activation's."""
     if not isinstance(weight, torch.nn.Parameter):
-        return _to_grid(weight.double(), dims, bits)
+        return _to_grid(weight, dims, bits)
     key = (id(weight), weight._version, tuple(dims), bits)
     with _WEIGHTS_LOCK:
         hit = _WEIGHTS.get(key)
         if hit is not None:
             _WEIGHTS.move_to_end(key)
             return hit[1], hit[2]
-    ints, scale = _to_grid(weight.double(), dims, bits)
+    ints, scale = _to_grid(weight, dims, bits)
     with _WEIGHTS_LOCK:  # the entry holds the weight, so its id is not reused while cached
         _WEIGHTS[key] = (weight, ints, scale)
         while len(_WEIGHTS) > MAX_CACHED_WEIGHTS:
@@ -121,17 +123,33 @@ def _weight_grid(weight: torch.Tensor, dims: Sequence[int], bits: int) -> tuple[
     return ints, scale
 
 
-def _scaled_product(ai: torch.Tensor, sa: torch.Tensor, bi: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+def _scaled_product(ai: torch.Tensor, sa: torch.Tensor, bi: torch.Tensor, sb: torch.Tensor,
+                    multiplier: float | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``((ai @ bi) / sa) / sb``, then ``* multiplier`` and ``+ bias`` where given (float64):
+    the product of integers is exact, the rest one pass in Rust (the same operations as torch's
+    ``y.div_(sa).div_(sb) * multiplier + bias``)."""
     y = torch.matmul(ai, bi)  # integers below 2^52: exact
-    return y.div_(sa).div_(sb)
+    cols = y.shape[-1]
+    if y.dim() < 2 or cols == 0 or not y.is_contiguous():
+        y = y.div_(sa).div_(sb)
+        y = y if multiplier is None else y * multiplier
+        return y if bias is None else y + bias.double()
+    batch = y.shape[:-2]
+    rows = sa.expand(*y.shape[:-1], 1).reshape(-1)
+    shared = math.prod(sb.shape[:-2]) == 1
+    col_scales = sb.reshape(-1) if shared else sb.expand(*batch, 1, cols).reshape(-1)
+    _core.portable_rescale(y.view(-1, y.shape[-2], cols).numpy(), rows.numpy(), col_scales.numpy(),
+                           multiplier, None if bias is None else bias.detach().double().numpy())
+    return y
 
 
-def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` (float64) from operands rounded to integer grids, exact in any order."""
+def exact_matmul(a: torch.Tensor, b: torch.Tensor, multiplier: float | None = None) -> torch.Tensor:
+    """``a @ b`` (float64; times ``multiplier`` where given) from operands rounded to integer
+    grids, exact in any order."""
     bits = _bits_for(a.shape[-1], PRODUCT_BITS)
-    ai, sa = _to_grid(a.double(), [-1], bits // 2)
-    bi, sb = _to_grid(b.double(), [-2], bits - bits // 2)
-    return _scaled_product(ai, sa, bi, sb)
+    ai, sa = _to_grid(a, [-1], bits // 2)
+    bi, sb = _to_grid(b, [-2], bits - bits // 2)
+    return _scaled_product(ai, sa, bi, sb, multiplier)
 
 
 def exact_sum(x: torch.Tensor, dims: Sequence[int], keepdim: bool = False) -> torch.Tensor:
@@ -139,14 +157,17 @@ def exact_sum(x: torch.Tensor, dims: Sequence[int], keepdim: bool = False) -> to
     every partial sum is exact (below 2^52)."""
     dims = [d % x.dim() for d in dims] if x.dim() else []
     terms = math.prod(x.shape[d] for d in dims)
-    xi, scale = _to_grid(x.double(), dims, _bits_for(terms, PRODUCT_BITS))
+    xi, scale = _to_grid(x, dims, _bits_for(terms, PRODUCT_BITS))
     total = xi.sum(dim=dims, keepdim=True).div_(scale)
     return total if keepdim or not dims else total.squeeze(dims)
 
 
 def _math(name: str, x: torch.Tensor) -> torch.Tensor:
-    """``_core.portable_math`` on a tensor: float64 in, float64 out."""
-    out = _core.portable_math(name, x.detach().double().contiguous().numpy())
+    """``_core.portable_math`` on a tensor: computed in float64; float32 in gives float32 out
+    (rounded once, as converting the float64 result would), anything else float64."""
+    x = x.detach()
+    out = _core.portable_math(name, (x if x.dtype in (torch.float32, torch.float64) else x.double())
+                              .contiguous().numpy())
     return torch.from_numpy(out)
 
 
@@ -171,10 +192,9 @@ def _gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     bits = _bits_for(x.shape[-1], PRODUCT_BITS)
-    xi, sx = _to_grid(x.double(), [-1], bits // 2)
+    xi, sx = _to_grid(x, [-1], bits // 2)
     wi, sw = _weight_grid(weight, [-1], bits - bits // 2)
-    y = _scaled_product(xi, sx, wi.t(), sw.t())
-    return (y if bias is None else y + bias.double()).to(x.dtype)
+    return _scaled_product(xi, sx, wi.t(), sw.t(), bias=bias).to(x.dtype)
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -193,7 +213,7 @@ def _conv(conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         # per output channel; float64 convolutions run direct or as im2col products, exact for
         # integers below 2^52 whatever the order.
         batched = x.dim() == weight.dim()
-        xb = (x if batched else x.unsqueeze(0)).double()
+        xb = x if batched else x.unsqueeze(0)
         bits = _bits_for(weight[0].numel(), PRODUCT_BITS)
         xi, sx = _to_grid(xb, range(1, xb.dim()), bits // 2)
         wi, sw = _weight_grid(weight, range(1, weight.dim()), bits - bits // 2)
@@ -206,24 +226,30 @@ def _conv(conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     return apply
 
 
-def _normalized(x: torch.Tensor, dims: Sequence[int], eps: float) -> torch.Tensor:
-    count = math.prod(x.shape[d] for d in dims)
-    centred = x - exact_sum(x, dims, keepdim=True) / count
-    variance = exact_sum(centred * centred, dims, keepdim=True) / count
-    return centred / torch.sqrt(variance + eps)
+def _normalized(x: torch.Tensor, cols: int, eps: float, weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over rows of the last ``cols`` values of
+    ``x`` (a new float64 tensor, ``x``'s shape), mean and variance summed exactly on grids, in
+    one Rust pass per row (:func:`ardm._core.portable_normalize`)."""
+    y = x.detach().to(torch.float64, copy=True).contiguous()
+    params = [None if p is None else p.detach().double().reshape(-1).numpy() for p in (weight, bias)]
+    _core.portable_normalize(y.view(-1, cols).numpy(), eps, _bits_for(cols, PRODUCT_BITS), *params)
+    return y
 
 
 def _layer_norm(x: torch.Tensor, shape: Sequence[int], weight: torch.Tensor | None = None,
                 bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
-    y = _normalized(x.double(), range(x.dim() - len(shape), x.dim()), eps)
-    y = y if weight is None else y * weight.double()
-    return (y if bias is None else y + bias.double()).to(x.dtype)
+    cols = math.prod(shape)
+    if x.numel() == 0 or cols == 0:
+        return F.layer_norm(x, shape, weight, bias, eps)  # nothing to compute
+    return _normalized(x, cols, eps, weight, bias).to(x.dtype)
 
 
 def _group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
                 bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
-    grouped = x.double().reshape(x.shape[0], num_groups, -1)
-    y = _normalized(grouped, [2], eps).reshape(x.shape)
+    if x.numel() == 0:
+        return F.group_norm(x, num_groups, weight, bias, eps)  # nothing to compute
+    y = _normalized(x, x[0].numel() // num_groups, eps)
     channel_shape = (1, -1) + (1,) * (x.dim() - 2)
     y = y if weight is None else y * weight.double().view(channel_shape)
     return (y if bias is None else y + bias.double().view(channel_shape)).to(x.dtype)
@@ -238,9 +264,23 @@ def _log_sum_exp_parts(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.T
     return top, weights, exact_sum(weights, [dim], keepdim=True)
 
 
+def _softmax_rows(x: torch.Tensor, grid_bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax over the last dim of ``x`` as a new float64 tensor, in one Rust pass per row
+    (:func:`ardm._core.portable_softmax`; the same bits as :func:`_log_sum_exp_parts` and
+    ``weights / total``). With ``grid_bits``: the probabilities' integers on grids of that many
+    bits and their scales (dims kept), the left operand of an exact product."""
+    p = x.detach().to(torch.float64, copy=True).contiguous()
+    cols = p.shape[-1]
+    scales = _core.portable_softmax(p.view(-1, cols).numpy(), _bits_for(cols, PRODUCT_BITS), grid_bits)
+    return p, None if scales is None else torch.from_numpy(scales).view(*p.shape[:-1], 1)
+
+
 def _softmax(x: torch.Tensor, dim: int, *_: Any, dtype: torch.dtype | None = None, **__: Any) -> torch.Tensor:
-    _, weights, total = _log_sum_exp_parts(x, dim)
-    return (weights / total).to(dtype or x.dtype)
+    if x.dim() == 0 or x.numel() == 0:
+        _, weights, total = _log_sum_exp_parts(x, dim)
+        return (weights / total).to(dtype or x.dtype)
+    p, _ = _softmax_rows(x.movedim(dim, -1))
+    return p.movedim(-1, dim).contiguous().to(dtype or x.dtype)
 
 
 def _log_softmax(x: torch.Tensor, dim: int, *_: Any, dtype: torch.dtype | None = None, **__: Any) -> torch.Tensor:
@@ -278,14 +318,21 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: tor
                enable_gqa: bool = False) -> torch.Tensor:
     if dropout_p or enable_gqa:
         raise PortabilityError("attention with dropout or grouped queries has no portable form")
-    scores = exact_matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    multiplier = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = exact_matmul(q, k.transpose(-2, -1), multiplier)
     if is_causal:
         keep = torch.ones(scores.shape[-2:], dtype=torch.bool).tril()
         scores = scores.masked_fill(~keep, -math.inf)
     if attn_mask is not None:
         scores = (scores.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == torch.bool
                   else scores + attn_mask.double())
-    return exact_matmul(_softmax(scores, -1), v).to(q.dtype)
+    if scores.numel() == 0:
+        return exact_matmul(_softmax(scores, -1), v).to(q.dtype)
+    # The softmax and the grid of the probabilities for their product with v, in one pass.
+    bits = _bits_for(scores.shape[-1], PRODUCT_BITS)
+    p_ints, p_scales = _softmax_rows(scores, bits // 2)
+    v_ints, v_scales = _to_grid(v, [-2], bits - bits // 2)
+    return _scaled_product(p_ints, p_scales, v_ints, v_scales).to(q.dtype)
 
 
 def _pow(base: Any, exponent: Any) -> torch.Tensor:

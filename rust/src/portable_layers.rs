@@ -1,0 +1,351 @@
+//! Fused layers of the portable network evaluation (`ardm.coding.portable`): the rescaling of
+//! an exact matrix product, softmax and the normalization of layer and group norms, each in one
+//! or two passes over the data.
+//!
+//! Each function performs, element for element and in the same order, the IEEE-754 operations
+//! that the equivalent sequence of torch operations performs (written out in each function's
+//! docs), so its results are those very bits; it only avoids the eight to twelve passes over
+//! memory (and temporaries) that the sequence makes. Like [`crate::portable`], the work is
+//! basic IEEE operations only (`+ - * /`, `sqrt`, compares, selects, and the portable `exp` and
+//! grid), so the results are the same on every CPU. The sums are of integers on a grid whose
+//! every partial sum is exact (below `2^52`), so their order does not matter either.
+
+use crate::error::{CoreError, CoreResult};
+use crate::portable::{canonical, exp_k, grid_scale, round_even, row_abs_max};
+
+/// Exact sum of the integers `round_even(f(v) * scale)` over a row (each at most `2^bits` in
+/// magnitude, and `bits` small enough for the row's length that every partial sum is exact):
+/// any order gives the same value, so eight lanes run side by side. A NaN gives the canonical
+/// NaN; infinities give an infinity or NaN as any order would.
+#[inline(always)]
+fn grid_sum(row: &[f64], scale: f64, f: impl Fn(f64) -> f64) -> f64 {
+    let (chunks, rest) = row.as_chunks::<8>();
+    let mut acc = [0.0f64; 8];
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += round_even(f(v) * scale);
+        }
+    }
+    let lanes = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    canonical(
+        rest.iter()
+            .fold(lanes, |s, &v| s + round_even(f(v) * scale)),
+    )
+}
+
+/// The exact sum of a row on its grid of `bits` bits, divided back: torch's
+/// `ints, scale = grid(row, bits); ints.sum() / scale`.
+#[inline(always)]
+fn exact_row_sum(row: &[f64], bits: u32) -> f64 {
+    let scale = grid_scale(row_abs_max(row), bits);
+    canonical(grid_sum(row, scale, |v| v) / scale)
+}
+
+fn check_bits(bits: u32, what: &str) -> CoreResult<()> {
+    if (1..=52).contains(&bits) {
+        Ok(())
+    } else {
+        Err(CoreError::new(format!(
+            "{what} must be in 1..=52, got {bits}"
+        )))
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> CoreResult<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(CoreError::new(format!(
+            "{what} must have {want} elements, got {got}"
+        )))
+    }
+}
+
+/// Defines `$avx2`, the kernel `$kernel` compiled with AVX2 enabled (wider vectors, the same
+/// operations per element, so the same bits), and `$run`, which calls it where the CPU has AVX2
+/// and the plain kernel otherwise.
+macro_rules! dispatch {
+    ($run:ident, $avx2:ident, $kernel:ident ( $($arg:ident : $ty:ty),* )) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn $avx2($($arg: $ty),*) {
+            $kernel($($arg),*)
+        }
+
+        fn $run($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    unsafe { $avx2($($arg),*) };
+                    return;
+                }
+            }
+            $kernel($($arg),*)
+        }
+    };
+}
+
+/// The result of an exact product scaled back, in place: `y` has shape `(groups, rows, cols)`
+/// in C order and every element becomes `((y / row_scales[g, r]) / col_scales[g, c]) *
+/// multiplier + bias[c]` (the product and the sum only where given), as torch's
+/// `y.div_(sa).div_(sb)`, then `* multiplier`, then `+ bias` compute it. `row_scales` has
+/// `groups * rows` elements; `col_scales` has `cols` (one row shared by every group) or
+/// `groups * cols`; `bias` has `cols`.
+///
+/// ```
+/// use ardm_core::portable_layers::rescale;
+/// let mut y = [8.0, 12.0, -4.0, 2.0];
+/// rescale(&mut y, 1, 2, 2, &[2.0, 4.0], &[1.0, 2.0], None, Some(&[0.5, 0.0])).unwrap();
+/// assert_eq!(y, [4.5, 3.0, -0.5, 0.25]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn rescale(
+    y: &mut [f64],
+    groups: usize,
+    rows: usize,
+    cols: usize,
+    row_scales: &[f64],
+    col_scales: &[f64],
+    multiplier: Option<f64>,
+    bias: Option<&[f64]>,
+) -> CoreResult<()> {
+    let too_large = || CoreError::new("rescale: the shape is too large");
+    let group_rows = groups.checked_mul(rows).ok_or_else(too_large)?;
+    check_len(
+        "rescale: y",
+        y.len(),
+        group_rows.checked_mul(cols).ok_or_else(too_large)?,
+    )?;
+    check_len("rescale: row scales", row_scales.len(), group_rows)?;
+    if col_scales.len() != cols && Some(col_scales.len()) != groups.checked_mul(cols) {
+        return Err(CoreError::new(format!(
+            "rescale: col scales must have {cols} or {groups} x {cols} elements, got {}",
+            col_scales.len()
+        )));
+    }
+    if let Some(b) = bias {
+        check_len("rescale: bias", b.len(), cols)?;
+    }
+    if y.is_empty() || cols == 0 {
+        return Ok(());
+    }
+    run_rescale(y, rows, cols, row_scales, col_scales, multiplier, bias);
+    Ok(())
+}
+
+/// Softmax of every row of `x` (rows of `cols` values, C order), in place, as
+/// `ardm.coding.portable` computes it in torch: `top = x.amax(-1)` (NaN if the row has one),
+/// replaced by 0 where not finite; `w = exp(x - top)` (the portable `exp`); `total` the exact sum
+/// of `w` on its grid of `sum_bits` bits (`exact_sum`), and `p = w / total`.
+///
+/// With `grid_bits`, `p` is then rounded onto its own grid of `grid_bits` bits, as the left
+/// operand of an exact product (`portable_grid`): `x` receives the integers and `scales` (one
+/// per row) the scales. Without it `x` receives `p` and `scales` is left as it is.
+///
+/// ```
+/// use ardm_core::portable_layers::softmax;
+/// let mut x = [0.0, 0.0, f64::NEG_INFINITY, 0.0];
+/// let mut scales = [0.0];
+/// softmax(&mut x, 4, 50, None, &mut scales).unwrap();
+/// assert_eq!(x, [1.0 / 3.0, 1.0 / 3.0, 0.0, 1.0 / 3.0]);
+/// ```
+pub fn softmax(
+    x: &mut [f64],
+    cols: usize,
+    sum_bits: u32,
+    grid_bits: Option<u32>,
+    scales: &mut [f64],
+) -> CoreResult<()> {
+    check_bits(sum_bits, "softmax: sum bits")?;
+    if let Some(bits) = grid_bits {
+        check_bits(bits, "softmax: grid bits")?;
+    }
+    if cols == 0 {
+        return if x.is_empty() {
+            Ok(())
+        } else {
+            Err(CoreError::new("softmax: rows of 0 values hold nothing"))
+        };
+    }
+    if !x.len().is_multiple_of(cols) {
+        return Err(CoreError::new(format!(
+            "softmax: {} values are not rows of {cols}",
+            x.len()
+        )));
+    }
+    if grid_bits.is_some() {
+        check_len("softmax: scales", scales.len(), x.len() / cols)?;
+    }
+    run_softmax(x, cols, sum_bits, grid_bits, scales);
+    Ok(())
+}
+
+/// The normalization of layer and group norms over every row of `x` (rows of `cols` values, C
+/// order), in place, as `ardm.coding.portable` computes it in torch: `mean = exact_sum(row) /
+/// cols`, `c = row - mean`, `var = exact_sum(c * c) / cols`, `row = c / sqrt(var + eps)`, then
+/// `* weight[j]` and `+ bias[j]` where given (one per column). Both sums are on grids of
+/// `sum_bits` bits.
+///
+/// ```
+/// use ardm_core::portable_layers::normalize;
+/// let mut x = [1.0, 3.0];
+/// normalize(&mut x, 2, 0.0, 51, None, Some(&[10.0, 10.0])).unwrap();
+/// assert_eq!(x, [9.0, 11.0]);
+/// ```
+pub fn normalize(
+    x: &mut [f64],
+    cols: usize,
+    eps: f64,
+    sum_bits: u32,
+    weight: Option<&[f64]>,
+    bias: Option<&[f64]>,
+) -> CoreResult<()> {
+    check_bits(sum_bits, "normalize: sum bits")?;
+    if cols == 0 || !x.len().is_multiple_of(cols) {
+        if cols == 0 && x.is_empty() {
+            return Ok(());
+        }
+        return Err(CoreError::new(format!(
+            "normalize: {} values are not rows of {cols}",
+            x.len()
+        )));
+    }
+    for (what, param) in [("weight", weight), ("bias", bias)] {
+        if let Some(p) = param {
+            check_len(&format!("normalize: {what}"), p.len(), cols)?;
+        }
+    }
+    run_normalize(x, cols, eps, sum_bits, weight, bias);
+    Ok(())
+}
+
+// ---- the kernels (sizes checked by the functions above) ----------------------------------------
+
+#[inline(always)]
+fn rescale_kernel(
+    y: &mut [f64],
+    rows: usize,
+    cols: usize,
+    row_scales: &[f64],
+    col_scales: &[f64],
+    multiplier: Option<f64>,
+    bias: Option<&[f64]>,
+) {
+    let shared = col_scales.len() == cols; // one row of column scales for every group
+    for (index, (row, &rs)) in y.chunks_exact_mut(cols).zip(row_scales).enumerate() {
+        let group = if shared { 0 } else { index / rows };
+        let cs = &col_scales[group * cols..(group + 1) * cols];
+        match (multiplier, bias) {
+            (None, None) => {
+                for (v, &c) in row.iter_mut().zip(cs) {
+                    *v = (*v / rs) / c;
+                }
+            }
+            (Some(m), None) => {
+                for (v, &c) in row.iter_mut().zip(cs) {
+                    *v = ((*v / rs) / c) * m;
+                }
+            }
+            (None, Some(b)) => {
+                for ((v, &c), &b) in row.iter_mut().zip(cs).zip(b) {
+                    *v = (*v / rs) / c + b;
+                }
+            }
+            (Some(m), Some(b)) => {
+                for ((v, &c), &b) in row.iter_mut().zip(cs).zip(b) {
+                    *v = ((*v / rs) / c) * m + b;
+                }
+            }
+        }
+    }
+}
+
+dispatch!(run_rescale, rescale_avx2, rescale_kernel(y: &mut [f64], rows: usize, cols: usize, row_scales: &[f64], col_scales: &[f64], multiplier: Option<f64>, bias: Option<&[f64]>));
+
+#[inline(always)]
+fn softmax_kernel(
+    x: &mut [f64],
+    cols: usize,
+    sum_bits: u32,
+    grid_bits: Option<u32>,
+    scales: &mut [f64],
+) {
+    for (index, row) in x.chunks_exact_mut(cols).enumerate() {
+        // torch's amax propagates a NaN; every other maximum is order-free.
+        let top = if row.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            row.iter()
+                .fold(f64::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+        };
+        let top = if top.is_finite() { top } else { 0.0 };
+        for v in row.iter_mut() {
+            *v = canonical(exp_k(*v - top));
+        }
+        let total = exact_row_sum(row, sum_bits);
+        for v in row.iter_mut() {
+            *v /= total;
+        }
+        if let Some(bits) = grid_bits {
+            let scale = grid_scale(row_abs_max(row), bits);
+            scales[index] = scale;
+            for v in row.iter_mut() {
+                *v = round_even(*v * scale);
+            }
+        }
+    }
+}
+
+dispatch!(run_softmax, softmax_avx2, softmax_kernel(x: &mut [f64], cols: usize, sum_bits: u32, grid_bits: Option<u32>, scales: &mut [f64]));
+
+#[inline(always)]
+fn normalize_kernel(
+    x: &mut [f64],
+    cols: usize,
+    eps: f64,
+    sum_bits: u32,
+    weight: Option<&[f64]>,
+    bias: Option<&[f64]>,
+) {
+    let count = cols as f64;
+    for row in x.chunks_exact_mut(cols) {
+        let mean = exact_row_sum(row, sum_bits) / count;
+        for v in row.iter_mut() {
+            *v -= mean;
+        }
+        // The squares' grid needs their maximum first: one pass for it, one for the sum.
+        let mut m = 0.0f64;
+        for &v in row.iter() {
+            let sq = v * v;
+            m = if sq > m { sq } else { m };
+        }
+        let scale = grid_scale(m, sum_bits);
+        let squares = grid_sum(row, scale, |v| v * v);
+        let variance = canonical(squares / scale) / count;
+        let denominator = (variance + eps).sqrt();
+        for v in row.iter_mut() {
+            *v /= denominator;
+        }
+        match (weight, bias) {
+            (Some(w), Some(b)) => {
+                for ((v, &w), &b) in row.iter_mut().zip(w).zip(b) {
+                    *v = *v * w + b;
+                }
+            }
+            (Some(w), None) => {
+                for (v, &w) in row.iter_mut().zip(w) {
+                    *v *= w;
+                }
+            }
+            (None, Some(b)) => {
+                for (v, &b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+dispatch!(run_normalize, normalize_avx2, normalize_kernel(x: &mut [f64], cols: usize, eps: f64, sum_bits: u32, weight: Option<&[f64]>, bias: Option<&[f64]>));
