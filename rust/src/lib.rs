@@ -8,6 +8,8 @@
 //! * [`ans`]: a rANS stack coder, one stream or many independent streams.
 //! * [`portable`]: elementwise float64 math (`exp`, `log`, `erf`, `gelu`, `sin`, ...) from
 //!   IEEE-754 basic operations only, bit-identical on every CPU and platform.
+//! * [`portable_layers`]: the portable evaluation's products scaled back, softmax and
+//!   normalization, fused, bit for bit the operations they stand for.
 //!
 //! Nothing here knows Python; the bindings live in `python/` behind the `python` feature.
 

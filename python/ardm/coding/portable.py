@@ -24,7 +24,10 @@ different orders and compute ``exp``, ``erf``, ``sin`` with different approximat
     ``tanh``, ``erf``, ``sin``, ``cos``, ``gelu``, ``silu``, non-integer powers) run in
     :func:`ardm._core.portable_math`, float64 from IEEE basic operations only.
 
-The grids are made in one pass by :func:`ardm._core.portable_grid`. Everything replaced computes
+The grids are made in one pass by :func:`ardm._core.portable_grid`; a product's scaling back,
+softmax and the normalization of layer and group norms run fused in Rust
+(:func:`ardm._core.portable_rescale`, ``portable_softmax``, ``portable_normalize``), the same
+operations element for element as the torch sequences they stand for, so the same bits. Everything replaced computes
 in float64 and returns the input's dtype, so a float32 net stays a float32 net up to its
 roundings: on the shipped models the coding log-probabilities move by at most about 1e-3 and a
 call's exact bits by less than 0.01 (``benchmarks/bench_portable.py``). Any other function is an
