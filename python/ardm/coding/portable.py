@@ -27,12 +27,12 @@ different orders and compute ``exp``, ``erf``, ``sin`` with different approximat
 The grids are made in one pass by :func:`ardm._core.portable_grid`; a product's scaling back,
 softmax and the normalization of layer and group norms run fused in Rust
 (:func:`ardm._core.portable_rescale`, ``portable_softmax``, ``portable_normalize``), the same
-operations element for element as the torch sequences they stand for, so the same bits. Everything replaced computes
-in float64 and returns the input's dtype, so a float32 net stays a float32 net up to its
-roundings: on the shipped models the coding log-probabilities move by at most about 1e-3 and a
-call's exact bits by less than 0.01 (``benchmarks/bench_portable.py``). Any other function is an
-error: a net that calls something without an exact form cannot make portable blobs, and must say
-so rather than make blobs that decode only on its own machine.
+operations element for element as the torch sequences they stand for, so the same bits.
+Everything replaced computes in float64 and returns the input's dtype, so a float32 net stays a
+float32 net up to its roundings: on the shipped models the coding log-probabilities move by at
+most about 1e-3 and a call's exact bits by less than 0.01 (``benchmarks/bench_portable.py``).
+Any other function is an error: a net that calls something without an exact form cannot make
+portable blobs, and must say so rather than make blobs that decode only on its own machine.
 
 Example:
     >>> import torch
@@ -217,7 +217,7 @@ def _conv(conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         # integers below 2^52 whatever the order.
         batched = x.dim() == weight.dim()
         xb = x if batched else x.unsqueeze(0)
-        bits = _bits_for(weight[0].numel(), PRODUCT_BITS)
+        bits = _bits_for(weight.numel() // weight.shape[0], PRODUCT_BITS)
         xi, sx = _to_grid(xb, range(1, xb.dim()), bits // 2)
         wi, sw = _weight_grid(weight, range(1, weight.dim()), bits - bits // 2)
         y = conv(xi, wi, None, *args, **kwargs).div_(sx)
@@ -252,7 +252,7 @@ def _group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = 
                 bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
     if x.numel() == 0:
         return F.group_norm(x, num_groups, weight, bias, eps)  # nothing to compute
-    y = _normalized(x, x[0].numel() // num_groups, eps)
+    y = _normalized(x, x.numel() // x.shape[0] // num_groups, eps)
     channel_shape = (1, -1) + (1,) * (x.dim() - 2)
     y = y if weight is None else y * weight.double().view(channel_shape)
     return (y if bias is None else y + bias.double().view(channel_shape)).to(x.dtype)
