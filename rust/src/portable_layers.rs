@@ -33,6 +33,33 @@ fn grid_sum(row: &[f64], scale: f64, f: impl Fn(f64) -> f64) -> f64 {
     )
 }
 
+/// The largest value of a row as torch's `amax` gives it: NaN if the row has a NaN, otherwise the
+/// maximum (`-inf` for an empty row), which does not depend on the order; eight lanes side by
+/// side, so the loop vectorizes.
+#[inline(always)]
+fn row_max(row: &[f64]) -> f64 {
+    let (chunks, rest) = row.as_chunks::<8>();
+    let mut acc = [f64::NEG_INFINITY; 8];
+    let mut nan = [false; 8];
+    for chunk in chunks {
+        for ((m, n), &v) in acc.iter_mut().zip(nan.iter_mut()).zip(chunk) {
+            *m = if v > *m { v } else { *m };
+            *n |= v.is_nan();
+        }
+    }
+    let mut top = f64::NEG_INFINITY;
+    let mut any_nan = nan.iter().any(|&n| n);
+    for &v in acc.iter().chain(rest) {
+        top = if v > top { v } else { top };
+        any_nan |= v.is_nan();
+    }
+    if any_nan {
+        f64::NAN
+    } else {
+        top
+    }
+}
+
 /// The exact sum of a row on its grid of `bits` bits, divided back: torch's
 /// `ints, scale = grid(row, bits); ints.sum() / scale`.
 #[inline(always)]
@@ -272,13 +299,7 @@ fn softmax_kernel(
     scales: &mut [f64],
 ) {
     for (index, row) in x.chunks_exact_mut(cols).enumerate() {
-        // torch's amax propagates a NaN; every other maximum is order-free.
-        let top = if row.iter().any(|v| v.is_nan()) {
-            f64::NAN
-        } else {
-            row.iter()
-                .fold(f64::NEG_INFINITY, |m, &v| if v > m { v } else { m })
-        };
+        let top = row_max(row);
         let top = if top.is_finite() { top } else { 0.0 };
         for v in row.iter_mut() {
             *v = canonical(exp_k(*v - top));
@@ -314,12 +335,9 @@ fn normalize_kernel(
         for v in row.iter_mut() {
             *v -= mean;
         }
-        // The squares' grid needs their maximum first: one pass for it, one for the sum.
-        let mut m = 0.0f64;
-        for &v in row.iter() {
-            let sq = v * v;
-            m = if sq > m { sq } else { m };
-        }
+        // The largest square is the square of the largest magnitude (rounding is monotonic).
+        let largest = row_abs_max(row);
+        let m = largest * largest;
         let scale = grid_scale(m, sum_bits);
         let squares = grid_sum(row, scale, |v| v * v);
         let variance = canonical(squares / scale) / count;
