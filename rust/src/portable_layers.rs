@@ -367,3 +367,95 @@ fn normalize_kernel(
 }
 
 dispatch!(run_normalize, normalize_avx2, normalize_kernel(x: &mut [f64], cols: usize, eps: f64, sum_bits: u32, weight: Option<&[f64]>, bias: Option<&[f64]>));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values of every magnitude, with zeros, infinities and a NaN among them.
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        let mut out: Vec<f64> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let unit = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+                unit * 2f64.powi(((s >> 3) % 40) as i32 - 20)
+            })
+            .collect();
+        out[3] = 0.0;
+        out[n / 2] = f64::NEG_INFINITY;
+        out[n - 2] = f64::NAN;
+        out
+    }
+
+    fn same_bits(a: &[f64], b: &[f64]) -> bool {
+        a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    #[test]
+    fn the_dispatched_kernels_give_the_plain_kernels_bits() {
+        let (rows, cols) = (37, 61);
+        let input = values(rows * cols, 1);
+        let (mut a, mut b) = (input.clone(), input.clone());
+        let (mut sa, mut sb) = (vec![0.0; rows], vec![0.0; rows]);
+        run_softmax(&mut a, cols, 46, Some(23), &mut sa);
+        softmax_kernel(&mut b, cols, 46, Some(23), &mut sb);
+        assert!(same_bits(&a, &b) && same_bits(&sa, &sb));
+
+        let (weight, bias) = (values(cols, 2), values(cols, 3));
+        let (mut a, mut b) = (input.clone(), input.clone());
+        run_normalize(&mut a, cols, 1e-5, 46, Some(&weight), Some(&bias));
+        normalize_kernel(&mut b, cols, 1e-5, 46, Some(&weight), Some(&bias));
+        assert!(same_bits(&a, &b));
+
+        let row_scales: Vec<f64> = (0..rows).map(|i| 2f64.powi(i as i32 * 7 - 100)).collect();
+        let col_scales: Vec<f64> = (0..cols).map(|j| 2f64.powi(j as i32 - 30)).collect();
+        let (mut a, mut b) = (input.clone(), input);
+        run_rescale(
+            &mut a,
+            rows,
+            cols,
+            &row_scales,
+            &col_scales,
+            Some(0.3),
+            Some(&bias),
+        );
+        rescale_kernel(
+            &mut b,
+            rows,
+            cols,
+            &row_scales,
+            &col_scales,
+            Some(0.3),
+            Some(&bias),
+        );
+        assert!(same_bits(&a, &b));
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_follow_the_maximum() {
+        let mut x = vec![1.0, 2.0, 3.0, f64::NEG_INFINITY];
+        softmax(&mut x, 4, 50, None, &mut []).unwrap();
+        assert!((x.iter().sum::<f64>() - 1.0).abs() < 1e-15);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+    }
+
+    #[test]
+    fn bad_sizes_are_errors_not_panics() {
+        let mut x = vec![0.0; 6];
+        assert!(rescale(&mut x, 1, 2, 3, &[1.0], &[1.0; 3], None, None).is_err());
+        assert!(rescale(&mut x, 1, 2, 3, &[1.0; 2], &[1.0; 4], None, None).is_err());
+        assert!(rescale(&mut x, 1, 2, 3, &[1.0; 2], &[1.0; 3], None, Some(&[0.0])).is_err());
+        assert!(rescale(&mut x, usize::MAX, 2, 3, &[], &[], None, None).is_err());
+        assert!(softmax(&mut x, 4, 40, None, &mut []).is_err());
+        assert!(softmax(&mut x, 0, 40, None, &mut []).is_err());
+        assert!(softmax(&mut x, 3, 53, None, &mut []).is_err());
+        assert!(softmax(&mut x, 3, 40, Some(20), &mut [0.0]).is_err());
+        assert!(normalize(&mut x, 4, 1e-5, 40, None, None).is_err());
+        assert!(normalize(&mut x, 3, 1e-5, 40, Some(&[1.0]), None).is_err());
+        assert!(normalize(&mut x, 3, 1e-5, 0, None, None).is_err());
+        assert!(softmax(&mut [], 0, 40, None, &mut []).is_ok());
+    }
+}
