@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import statistics
-import time
 
 import numpy as np
 import torch
+from bench_dp import median_seconds
 
 import ardm
 from ardm import _core
@@ -66,15 +65,6 @@ def exact_bits(model, params: torch.Tensor, symbols: torch.Tensor) -> float:
     tables = _core.quantize_logits(params.reshape(-1, k).numpy().astype(np.float32))
     freqs = tables.reshape(-1, k)[np.arange(symbols.numel()), symbols.reshape(-1).numpy()]
     return float(-np.log2(freqs / 2.0**24).sum())
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

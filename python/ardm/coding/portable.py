@@ -74,6 +74,18 @@ class PortabilityError(ValueError):
 # ---- integers under power-of-two scales ---------------------------------------------------------
 
 
+def _float_numpy(x: torch.Tensor) -> Any:
+    """``x`` as a C-contiguous numpy array of float32 or float64 for the Rust functions, which
+    widen float32 exactly themselves (no float64 copy); other dtypes become float64."""
+    x = x.detach()
+    return (x if x.dtype in (torch.float32, torch.float64) else x.double()).contiguous().numpy()
+
+
+def _float64_copy(x: torch.Tensor) -> torch.Tensor:
+    """A new C-contiguous float64 tensor of ``x``'s values, for the Rust layers to write in place."""
+    return x.detach().to(torch.float64, memory_format=torch.contiguous_format, copy=True)
+
+
 def _to_grid(x: torch.Tensor, dims: Sequence[int], bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` (as float64) as integers ``round(x * scale)`` with ``|.| <= 2^bits``, and ``scale``:
     one power of two per slice over ``dims`` (kept as size-1 dims), float64.
@@ -95,10 +107,7 @@ def _to_grid(x: torch.Tensor, dims: Sequence[int], bits: int) -> tuple[torch.Ten
         return ints.movedim(back, reduced), scale.movedim(back, reduced)
     shape = x.shape
     outer, inner = math.prod(shape[:first]), math.prod(shape[last + 1:])
-    x = x.detach()
-    wide = x if x.dtype in (torch.float32, torch.float64) else x.double()  # float32: widened in Rust
-    flat = wide.contiguous().view(outer, -1, inner).numpy()
-    ints, scale = _core.portable_grid(flat, bits)
+    ints, scale = _core.portable_grid(_float_numpy(x).reshape(outer, -1, inner), bits)
     kept = [1 if first <= d <= last else n for d, n in enumerate(shape)]
     return torch.from_numpy(ints).view(shape), torch.from_numpy(scale).view(kept)
 
@@ -168,10 +177,7 @@ def exact_sum(x: torch.Tensor, dims: Sequence[int], keepdim: bool = False) -> to
 def _math(name: str, x: torch.Tensor) -> torch.Tensor:
     """``_core.portable_math`` on a tensor: computed in float64; float32 in gives float32 out
     (rounded once, as converting the float64 result would), anything else float64."""
-    x = x.detach()
-    out = _core.portable_math(name, (x if x.dtype in (torch.float32, torch.float64) else x.double())
-                              .contiguous().numpy())
-    return torch.from_numpy(out)
+    return torch.from_numpy(_core.portable_math(name, _float_numpy(x)))
 
 
 # ---- the replaced functions ---------------------------------------------------------------------
@@ -234,7 +240,7 @@ def _normalized(x: torch.Tensor, cols: int, eps: float, weight: torch.Tensor | N
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over rows of the last ``cols`` values of
     ``x`` (a new float64 tensor, ``x``'s shape), mean and variance summed exactly on grids, in
     one Rust pass per row (:func:`ardm._core.portable_normalize`)."""
-    y = x.detach().to(torch.float64, copy=True).contiguous()
+    y = _float64_copy(x)
     params = [None if p is None else p.detach().double().reshape(-1).numpy() for p in (weight, bias)]
     _core.portable_normalize(y.view(-1, cols).numpy(), eps, _bits_for(cols, PRODUCT_BITS), *params)
     return y
@@ -272,7 +278,7 @@ def _softmax_rows(x: torch.Tensor, grid_bits: int | None = None) -> tuple[torch.
     (:func:`ardm._core.portable_softmax`; the same bits as :func:`_log_sum_exp_parts` and
     ``weights / total``). With ``grid_bits``: the probabilities' integers on grids of that many
     bits and their scales (dims kept), the left operand of an exact product."""
-    p = x.detach().to(torch.float64, copy=True).contiguous()
+    p = _float64_copy(x)
     cols = p.shape[-1]
     scales = _core.portable_softmax(p.view(-1, cols).numpy(), _bits_for(cols, PRODUCT_BITS), grid_bits)
     return p, None if scales is None else torch.from_numpy(scales).view(*p.shape[:-1], 1)
