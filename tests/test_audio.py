@@ -321,7 +321,7 @@ def test_truncated_and_foreign_blobs_are_errors(model: UpscaleARDM) -> None:
 # ---- the command line --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seconds", [1 / 8000, 0.1, 30.0])
+@pytest.mark.parametrize("seconds", [1 / 8000, 0.1, 60.0])
 def test_cli_round_trips_wav_files_byte_for_byte(
     model_dir: Path, tmp_path: Path, seconds: float
 ) -> None:
