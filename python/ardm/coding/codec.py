@@ -47,6 +47,7 @@ import torch
 
 from ardm import _core
 from ardm.coding.container import (
+    FORMAT_2_REMEDY,
     JOIN_CONCAT,
     JOIN_STACK,
     LAYOUT_BATCH,
@@ -492,8 +493,7 @@ def _decode_stream(model: ARDM, stream: bytes, header: StreamHeader, reader: Fie
 #: told apart by their kind byte, single streams cannot be).
 FORMAT_2_HINT = (
     "; if the blob is intact, it may be of format 2 (made before the portable network "
-    "evaluation), which this release reads as corrupted: decompress it with ardm at git revision "
-    "7fd5f54 or earlier, on the machine that made it (docs/format.md, 'Format version 2')"
+    f"evaluation), which this release reads as corrupted: {FORMAT_2_REMEDY}"
 )
 
 

@@ -63,10 +63,15 @@ JOIN_STACK, JOIN_CONCAT = 0, 1
 # (its network evaluated in plain float32), neither read any more.
 FRAME_KIND = 4
 FORMAT_2_KIND = 2
+#: What to do with a blob of format 2 (both the frame's message and the codec's hint say it).
+FORMAT_2_REMEDY = (
+    "decompress it with ardm at git revision 7fd5f54 or earlier, on the machine that made it "
+    "(docs/format.md, 'Format version 2')"
+)
 FORMAT_2_BLOB = (
     "this blob is of format 2, whose network ran in plain float32 and so decodes only where torch "
-    "runs the same CPU kernels; this release reads format 3: decompress it with ardm at git "
-    "revision 7fd5f54 or earlier, on the machine that made it, and compress the data again"
+    f"runs the same CPU kernels; this release reads format 3: {FORMAT_2_REMEDY}, and compress the "
+    "data again"
 )
 MAX_VARINT_BYTES = 10
 MAX_RICE = 40
