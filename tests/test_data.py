@@ -114,3 +114,18 @@ def test_image_modality_loads_datasets(tmp_path: Path) -> None:
     assert np.array_equal(image.load(str(tmp_path), "test")[:, 0].numpy(), test)
     with pytest.raises(ValueError, match="unknown modality"):
         get_modality("video")
+
+
+def test_every_modality_has_what_the_protocol_names() -> None:
+    """A new modality file that forgets an attribute or method of ``Modality`` fails here, not
+    deep inside training or coding."""
+    from typing import get_type_hints
+
+    from ardm.modalities import MODALITIES, Modality
+
+    wanted = set(get_type_hints(Modality)) | {
+        name for name in vars(Modality) if not name.startswith("_") and callable(vars(Modality)[name])
+    }
+    for modality in MODALITIES.values():
+        missing = sorted(name for name in wanted if not hasattr(modality, name))
+        assert not missing, f"modality {modality.name} lacks {missing}"
