@@ -223,7 +223,7 @@ def test_text_trains_with_random_crops_and_keeps_the_setting(
 ) -> None:
     text = tmp_path / "verses.txt"
     text.write_bytes(load_text_bytes("kjv")[: 64 * 256])
-    argv = ["train", "--data", str(text), "--modality", "text", "--preset", "tiny",
+    argv = ["train", "--data", str(text), "--preset", "tiny",  # text: found from the file
             "--batch-size", "4", "--eval-size", "2", "--holdout", "2", "--step-loss-evals", "1",
             "--no-progress", "--threads", "1", "--out", str(tmp_path / "run")]
     assert cli.main(argv + ["--steps", "3", "--random-crops"]) == 0
@@ -300,6 +300,18 @@ def test_config_defaults_and_validation() -> None:
             TrainConfig(out="x", **kwargs)
     assert TrainConfig(out="x", grad_clip=math.inf).grad_clip == math.inf  # inf: no clipping
     assert TrainConfig(out="x", weight_decay=0.0, warmup=0, holdout=0, seed=0).seed == 0
+
+
+def test_the_modality_of_a_dataset_path_is_found_from_its_files(image_dir: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"any bytes \xff")
+    wavs = tmp_path / "recordings" / "day1"
+    wavs.mkdir(parents=True)
+    (wavs / "a.wav").write_bytes(b"RIFF")
+    found = {str(p): TrainConfig(out="x", data=str(p)).modality
+             for p in (notes, tmp_path / "recordings", wavs / "a.wav", image_dir, tmp_path / "none")}
+    assert list(found.values()) == ["text", "audio", "audio", "image", "image"]
+    assert TrainConfig(out="x", data=str(notes), modality="image").modality == "image"  # as told
 
 
 def test_a_categorical_head_over_many_values_is_refused() -> None:

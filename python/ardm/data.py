@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_dataset", "read_idx", "DATASET_DIRS", "SPLITS"]
+__all__ = ["load_dataset", "is_image_dataset_dir", "read_idx", "DATASET_DIRS", "SPLITS"]
 
 DATASET_DIRS: dict[str, tuple[Path, str]] = {
     # name -> (directory, Debian package that provides it)
@@ -77,6 +77,15 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path}: IDX header says {dims} ({expected} bytes of data), file has {len(body)} bytes"
         )
     return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def is_image_dataset_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory of MNIST IDX training images or CIFAR-10 python batches."""
+    return path.is_dir() and (
+        _find_idx_images(path, "train") is not None
+        or (path / "data_batch_1").is_file()
+        or (path / "test_batch").is_file()
+    )
 
 
 def _find_idx_images(directory: Path, split: str) -> Path | None:

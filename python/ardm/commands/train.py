@@ -54,7 +54,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--out", required=True, help="run directory (created; checkpoints are written here)")
     add("--modality", default=None, choices=sorted(MODALITIES),
-        help="kind of data (default: the named dataset's, else image)")
+        help="kind of data (default: the named dataset's, or a path's by its files: MNIST "
+             "IDX or CIFAR-10 batches are image, WAV files audio, any other file text)")
     add("--data", default=None,
         help="dataset: " + _per_modality(lambda m: m.dataset_help)
              + " (default: " + _per_modality(lambda m: m.default_dataset) + ")")

@@ -15,7 +15,7 @@ from ardm.modalities.base import Modality
 from ardm.modalities.image import IMAGE
 from ardm.modalities.text import TEXT
 
-__all__ = ["MODALITIES", "Modality", "get_modality", "modality_for_path"]
+__all__ = ["MODALITIES", "Modality", "get_modality", "modality_for_data", "modality_for_path"]
 
 MODALITIES: dict[str, Modality] = {m.name: m for m in (IMAGE, TEXT, AUDIO)}
 
@@ -25,6 +25,25 @@ def get_modality(name: str) -> Modality:
     if name not in MODALITIES:
         raise ValueError(f"unknown modality {name!r}; choose one of {sorted(MODALITIES)}")
     return MODALITIES[name]
+
+
+def modality_for_data(data: str | os.PathLike) -> Modality | None:
+    """The modality of a training dataset given by name or path (``ardm train --data``): a named
+    dataset's, else the first whose :meth:`~Modality.holds_dataset` takes the path (text last:
+    it takes any file); None where the path does not exist (loading then says so).
+
+    Example:
+        >>> modality_for_data("kjv").name
+        'text'
+    """
+    named = [m for m in MODALITIES.values() if str(data) in m.datasets]
+    if named:
+        return named[0]
+    path = Path(data).expanduser()
+    for modality in sorted(MODALITIES.values(), key=lambda m: m is TEXT):
+        if modality.holds_dataset(path):
+            return modality
+    return None
 
 
 def modality_for_path(path: str | os.PathLike) -> Modality:

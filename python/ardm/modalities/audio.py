@@ -214,6 +214,12 @@ class AudioModality:
         values = values_from_samples(joined[: n * self.item_length]).astype(np.int32)
         return torch.from_numpy(values).view(n, self.item_length)
 
+    def holds_dataset(self, path: Path) -> bool:
+        """A WAV file (``load`` then says to give its directory) or a directory with WAVs."""
+        if path.is_file():
+            return path.suffix.lower() in self.file_suffixes
+        return path.is_dir() and any(p.suffix.lower() == ".wav" for p in path.rglob("*"))
+
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
         return self.read_file_with_rate(path, data_shape)[0]
 

@@ -59,6 +59,11 @@ class Modality(Protocol):
         """A dataset split as integer items (N, *item_shape) with values in 0..K-1."""
         ...
 
+    def holds_dataset(self, path: Path) -> bool:
+        """Whether ``path`` (not a dataset name) looks like this modality's data: how ``ardm
+        train --data PATH`` picks a modality when none is given."""
+        ...
+
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
         """A user's file as integer data for a model of ``data_shape`` (exactly, or an error)."""
         ...

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ardm.coding.deterministic import EVAL_ROWS
-from ardm.data import load_dataset
+from ardm.data import is_image_dataset_dir, load_dataset
 from ardm.files import IMAGE_SUFFIXES, default_output_suffix, read_array, write_array
 from ardm.modalities.base import WithoutSampleRate
 
@@ -89,6 +89,9 @@ class ImageModality(WithoutSampleRate):
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
         return load_dataset(name_or_path, split)
+
+    def holds_dataset(self, path: Path) -> bool:
+        return is_image_dataset_dir(path)
 
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
         return read_array(path, data_shape)

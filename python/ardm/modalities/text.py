@@ -127,6 +127,10 @@ class TextModality(WithoutSampleRate):
             )
         return chunks
 
+    def holds_dataset(self, path: Path) -> bool:
+        """Any file, or a directory with files in it: text models take any bytes."""
+        return path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*")))
+
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
         if len(data_shape) != 1:
             raise ValueError(

@@ -18,7 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ardm.modalities import MODALITIES
+from ardm.modalities import MODALITIES, modality_for_data
 from ardm.models import MODEL_KINDS, PARAMETRIZATIONS
 from ardm.models.stage_budget import SPLITS
 from ardm.models.timesteps import make_sampler
@@ -77,9 +77,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.modality is None:  # the modality of a named dataset, else images
-            named = [m.name for m in MODALITIES.values() if self.data in m.datasets]
-            self.modality = named[0] if named else "image"
+        if self.modality is None:  # a named dataset's, a path's by its files, else images
+            found = modality_for_data(self.data) if self.data is not None else None
+            self.modality = found.name if found is not None else "image"
         if self.modality not in MODALITIES:
             raise ValueError(f"unknown modality {self.modality!r}; choose one of {sorted(MODALITIES)}")
         modality = MODALITIES[self.modality]
