@@ -29,7 +29,6 @@ from ardm.modalities.text import load_text_bytes
 from ardm.models import OrderAgnosticARDM, UpscaleARDM
 from ardm.models.timesteps import UniformSampler
 from ardm.training import TrainConfig, build_for_training, train
-from ardm.training.loop import _batch_indices, _global_batch
 
 
 @pytest.fixture(scope="module")
@@ -199,39 +198,15 @@ def test_cli(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert load_model(out).has_step_losses()
 
 
-def test_random_crops_are_windows_of_the_training_stream() -> None:
-    train_x = torch.arange(40 * 16).view(40, 16)  # each value its position in the stream
-    plain = TrainConfig(out="x", data="kjv", batch_size=8)
-    cropped = TrainConfig(out="x", data="kjv", batch_size=8, random_crops=True)
-    starts = []
-    for step in range(15):  # three epochs
-        drawn = _batch_indices(step, 40, plain)
-        assert torch.equal(_global_batch(train_x, step, plain), train_x[drawn])  # the default
-        rows = _global_batch(train_x, step, cropped)
-        first = rows[:, 0]
-        assert torch.equal(rows, first[:, None] + torch.arange(16))  # unbroken windows
-        # each one within an item length to the right of the item drawn, inside the stream
-        assert (first >= drawn * 16).all() and (first < drawn * 16 + 16).all()
-        assert (first <= 40 * 16 - 16).all()
-        assert torch.equal(rows, _global_batch(train_x, step, cropped))  # a function of the step
-        starts.append(first)
-    assert (torch.cat(starts) % 16 != 0).float().mean() > 0.8  # not the items' boundaries
-
-
-def test_text_trains_with_random_crops_and_keeps_the_setting(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_text_file_trains_as_text_without_naming_the_modality(tmp_path: Path) -> None:
     text = tmp_path / "verses.txt"
     text.write_bytes(load_text_bytes("kjv")[: 64 * 256])
-    argv = ["train", "--data", str(text), "--preset", "tiny",  # text: found from the file
-            "--batch-size", "4", "--eval-size", "2", "--holdout", "2", "--step-loss-evals", "1",
-            "--no-progress", "--threads", "1", "--out", str(tmp_path / "run")]
-    assert cli.main(argv + ["--steps", "3", "--random-crops"]) == 0
-    assert load_model(tmp_path / "run").has_step_losses()
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["random_crops"]
-    # a resumed run keeps how its data were cut
-    assert cli.main(argv + ["--steps", "6", "--resume"]) == 1
-    assert "random_crops" in capsys.readouterr().err
+    argv = ["train", "--data", str(text), "--preset", "tiny", "--steps", "2", "--batch-size", "4",
+            "--eval-size", "2", "--holdout", "2", "--step-loss-evals", "1", "--no-progress",
+            "--threads", "1", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 0  # it looked for MNIST files in verses.txt before
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["modality"], config["net"]) == ("text", "transformer")
 
 
 def test_upscale_training_on_real_data(image_dir: Path, tmp_path: Path) -> None:
@@ -294,7 +269,6 @@ def test_config_defaults_and_validation() -> None:
         ({"seed": -1}, "seed must be in 0..4294967295"),
         ({"seed": 2**64}, "seed must be in 0..4294967295"),
         ({"model": "oa", "parametrization": "direct"}, "'direct' is for --model upscale"),
-        ({"random_crops": True}, "image items are whole items: leave random_crops off"),
     ]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(out="x", **kwargs)

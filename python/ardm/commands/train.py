@@ -94,10 +94,6 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
              + _per_modality(lambda m: f"{m.default_ce_weight:g}") + ")")
     add("--timestep-sampler", default=defaults["timestep_sampler"], choices=["uniform", "stratified"],
         help="how t is drawn over a batch (default: %(default)s)")
-    add("--random-crops", action="store_true",
-        help="text and audio: cut each training item at a random place in the training stream "
-             "(a fresh cut every time an item is drawn), not always on the same item boundaries; "
-             "the data seen over many passes varies more")
     add("--eval-every", type=int, default=defaults["eval_every"],
         help="steps between test-bpd evaluations (default: %(default)s)")
     add("--eval-size", type=int, default=defaults["eval_size"],

@@ -200,7 +200,6 @@ class AudioModality:
     file_suffixes = (".wav",)
     #: Samples per item of the models trained here (``ardm train`` cuts datasets so).
     item_length = 8000
-    stream_items = True  # load: a split's files joined in order, cut every 8,000 samples
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
         files = split_files(audio_files(_dataset_dir(name_or_path)), split)

@@ -51,9 +51,6 @@ class Modality(Protocol):
     #: The sample rate (Hz) a blob of this modality records unless told another (audio: 8,000);
     #: None: its data has none (the container then has no such field).
     sample_rate: int | None
-    #: Whether the items :meth:`load` returns are consecutive pieces of one stream (text bytes,
-    #: audio samples), so that training may cut its items anywhere in it (``--random-crops``).
-    stream_items: bool
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
         """A dataset split as integer items (N, *item_shape) with values in 0..K-1."""

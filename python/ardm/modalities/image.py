@@ -84,7 +84,6 @@ class ImageModality(WithoutSampleRate):
     default_branch_factor = 4
     preview_suffix = ".png"
     coding_rows = EVAL_ROWS
-    stream_items = False  # every image is a whole item
     file_suffixes = tuple(sorted(IMAGE_SUFFIXES | {".npy"}))
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:

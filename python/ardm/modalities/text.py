@@ -115,7 +115,6 @@ class TextModality(WithoutSampleRate):
     file_suffixes = _TEXT_SUFFIXES
     #: Bytes per item of the models trained here (``ardm train`` cuts datasets so).
     item_length = 256
-    stream_items = True  # chunk_bytes: a split's bytes in order, cut every 256
 
     def load(self, name_or_path: str | Path, split: str) -> torch.Tensor:
         data = split_bytes(load_text_bytes(name_or_path), split)

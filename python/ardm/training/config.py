@@ -62,7 +62,6 @@ class TrainConfig:
     ema: float = 0.999
     ce_weight: float | None = None
     timestep_sampler: str = "stratified"
-    random_crops: bool = False
     eval_every: int = 1000
     eval_size: int = 500
     ckpt_every: int = 500
@@ -115,11 +114,6 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         make_sampler(self.timestep_sampler, 1)  # an unknown name is a ValueError here
-        if self.random_crops and not modality.stream_items:
-            raise ValueError(
-                f"random_crops cuts items anywhere in one stream (text, audio); {self.modality} "
-                "items are whole items: leave random_crops off"
-            )
         presets = NETS[self.net].presets
         if self.preset not in presets:
             raise ValueError(
@@ -210,7 +204,7 @@ def _takes_head_classes(net: str) -> bool:
 # Fields that define the model or the data stream; a resumed run must not change them.
 FIXED_ON_RESUME = (
     "modality", "data", "model", "net", "branch_factor", "parametrization", "preset", "head",
-    "batch_size", "ce_weight", "timestep_sampler", "random_crops", "holdout", "seed",
+    "batch_size", "ce_weight", "timestep_sampler", "holdout", "seed",
 )
 
 

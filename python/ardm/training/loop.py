@@ -85,24 +85,6 @@ def _batch_indices(step: int, num_items: int, cfg: TrainConfig) -> torch.Tensor:
     return perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
 
 
-def _global_batch(train_x: torch.Tensor, step: int, cfg: TrainConfig) -> torch.Tensor:
-    """The items of the global batch for ``step`` (a pure function of seed and step).
-
-    With ``cfg.random_crops`` each item drawn is cut again at a random offset below the item
-    length to its right in the training stream (``train_x`` flattened, which the modality keeps
-    in order): the same passes over the data, but not the same items every pass.
-    """
-    idx = _batch_indices(step, train_x.shape[0], cfg)
-    if not cfg.random_crops:
-        return train_x[idx]
-    length = train_x.shape[1]
-    stream = train_x.reshape(-1)  # held-out items come after it: a window never reaches them
-    gen = torch.Generator().manual_seed((cfg.seed + 2) * 15_485_863 + step)
-    offsets = torch.randint(0, length, idx.shape, generator=gen)
-    starts = (idx * length + offsets).clamp(max=stream.numel() - length)
-    return stream[starts[:, None] + torch.arange(length)]
-
-
 def _step_generator(cfg: TrainConfig, step: int) -> torch.Generator:
     # The global batch's noise (t and the orders) is a function of (seed, step): resume is exact
     # and the split over ranks does not change it.
@@ -332,7 +314,8 @@ def _train(cfg: TrainConfig, d: Dist) -> Path:
     started, start_step = time.time(), step
     mine = slice(d.rank, None, d.world)  # this rank's rows of every global batch
     while step < cfg.steps:
-        x = _global_batch(train_x, step, cfg)[mine].to(device, torch.long, non_blocking=True)
+        idx = _batch_indices(step, train_x.shape[0], cfg)[mine]
+        x = train_x[idx].to(device, torch.long, non_blocking=True)
         t, weights, ranks = model.training_noise(cfg.batch_size, _step_generator(cfg, step))
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
