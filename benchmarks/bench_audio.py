@@ -14,9 +14,11 @@ Each file alone, every round trip verified byte for byte (ARDM and the peers):
   blobs cost;
 - --heldout DIR: another speaker and language (default: fr_CA_f_June of the Debian package
   asterisk-core-sounds-fr-wav, when installed), --heldout-subset files evenly spaced (--subset
-  unless given), the same codecs.
+  unless given), the same codecs, ARDM at --heldout-budgets (the middle of --budgets unless
+  given); --heldout-only measures only these.
 
     python benchmarks/bench_audio.py --model speech --subset 8 --budgets 20,50,100
+    python benchmarks/bench_audio.py --heldout-only --heldout-subset 8 --heldout-budgets 50,100
 
 --model is a shipped model name or a run directory of an audio model.
 """
@@ -138,51 +140,62 @@ def main(argv: list[str] | None = None) -> list[str]:
                         help="a directory of WAVs of another speaker (skipped if missing)")
     parser.add_argument("--heldout-subset", type=int, default=None,
                         help="held-out files, evenly spaced (default: --subset; 0: all)")
+    parser.add_argument("--heldout-budgets", default=None,
+                        help="ARDM budgets on the held-out files (default: the middle of --budgets)")
+    parser.add_argument("--heldout-only", action="store_true",
+                        help="measure only the held-out files (not the test split)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = ardm.load(args.model).eval()
     budgets = [int(b) for b in args.budgets.split(",")]
+    heldout_budgets = ([int(b) for b in args.heldout_budgets.split(",")] if args.heldout_budgets
+                       else [budgets[len(budgets) // 2]])
     test = split_files(audio_files(ASTERISK_DIR), "test")
     subset = evenly_spaced(test, args.subset)
     lines = [f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"]
 
-    everything = peers(test, "peers (all test files)")
-    lines.append(f"all {len(test)} test files, each alone (bits/sample): "
-                 + ", ".join(f"{k} {v:.3f}" for k, v in everything.items()))
-    on_subset = peers(subset, "peers (subset)")
-    lines.append(f"ARDM on {len(subset)} test files evenly spaced; peers on the same files: "
-                 + ", ".join(f"{k} {v:.3f}" for k, v in on_subset.items()))
-    wavpack = on_subset["WavPack -hh -x6"]
-    lines.append(f"{'budget':>6} {'bits/sample':>11} {'vs WavPack':>10} {'vs FLAC':>8} "
-                 f"{'enc CPU s/s':>11} {'dec CPU s/s':>11}")
-    for budget in budgets:
-        r = ardm_files(model, subset, budget, f"ARDM budget {budget}")
-        lines.append(f"{budget:>6} {r['bps']:>11.3f} {r['bps'] / wavpack:>9.3f}x "
-                     f"{r['bps'] / on_subset['FLAC -8']:>7.3f}x {r['enc']:>11.2f} {r['dec']:>11.2f}")
-        print(lines[-1], flush=True)
+    if not args.heldout_only:
+        everything = peers(test, "peers (all test files)")
+        lines.append(f"all {len(test)} test files, each alone (bits/sample): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in everything.items()))
+        on_subset = peers(subset, "peers (subset)")
+        lines.append(f"ARDM on {len(subset)} test files evenly spaced; peers on the same files: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in on_subset.items()))
+        wavpack = on_subset["WavPack -hh -x6"]
+        lines.append(f"{'budget':>6} {'bits/sample':>11} {'vs WavPack':>10} {'vs FLAC':>8} "
+                     f"{'enc CPU s/s':>11} {'dec CPU s/s':>11}")
+        for budget in budgets:
+            r = ardm_files(model, subset, budget, f"ARDM budget {budget}")
+            lines.append(f"{budget:>6} {r['bps']:>11.3f} {r['bps'] / wavpack:>9.3f}x "
+                         f"{r['bps'] / on_subset['FLAC -8']:>7.3f}x {r['enc']:>11.2f} {r['dec']:>11.2f}")
+            print(lines[-1], flush=True)
 
-    chunks = get_modality("audio").load(ASTERISK_DIR, "test")
-    picked = evenly_spaced(chunks, args.nll_chunks)
-    for budget in budgets:
-        nll = policy_bits(model, picked.long(), model.policy(budget), batch=4)
-        naive = policy_bits(model, picked.long(), model.naive_policy(budget), batch=4)
-        lines.append(f"exact NLL at budget {budget} on {len(picked)} test chunks: "
-                     f"{nll.mean() / model.num_vars:.3f} bits/sample (optimal policy), "
-                     f"{naive.mean() / model.num_vars:.3f} (equal split, even steps)")
-        print(lines[-1], flush=True)
+        chunks = get_modality("audio").load(ASTERISK_DIR, "test")
+        picked = evenly_spaced(chunks, args.nll_chunks)
+        for budget in budgets:
+            nll = policy_bits(model, picked.long(), model.policy(budget), batch=4)
+            naive = policy_bits(model, picked.long(), model.naive_policy(budget), batch=4)
+            lines.append(f"exact NLL at budget {budget} on {len(picked)} test chunks: "
+                         f"{nll.mean() / model.num_vars:.3f} bits/sample (optimal policy), "
+                         f"{naive.mean() / model.num_vars:.3f} (equal split, even steps)")
+            print(lines[-1], flush=True)
 
     heldout = Path(args.heldout)
     if heldout.is_dir():
         count = args.subset if args.heldout_subset is None else args.heldout_subset
         files = evenly_spaced(audio_files(heldout), count)
         other = peers(files, "peers (held out)")
-        r = ardm_files(model, files, budgets[len(budgets) // 2], "ARDM held out")
         lines.append(f"held out ({heldout.name}, {len(files)} files evenly spaced): "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in other.items())
-                     + f", ARDM budget {budgets[len(budgets) // 2]} {r['bps']:.3f}")
+                     + ", ".join(f"{k} {v:.3f}" for k, v in other.items()))
+        for budget in heldout_budgets:
+            r = ardm_files(model, files, budget, f"ARDM held out, budget {budget}")
+            lines.append(f"  ARDM budget {budget}: {r['bps']:.3f} bits/sample, "
+                         f"{r['bps'] / other['WavPack -hh -x6']:.3f}x WavPack, "
+                         f"{r['bps'] / other['FLAC -8']:.3f}x FLAC")
+            print(lines[-1], flush=True)
     else:
         lines.append(f"held out: {heldout} is missing (apt-get install asterisk-core-sounds-fr-wav)")
     print("\n".join(lines))
