@@ -81,11 +81,11 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def is_image_dataset_dir(path: Path) -> bool:
     """Whether ``path`` is a directory of MNIST IDX training images or CIFAR-10 python batches."""
-    return path.is_dir() and (
-        _find_idx_images(path, "train") is not None
-        or (path / "data_batch_1").is_file()
-        or (path / "test_batch").is_file()
-    )
+    return path.is_dir() and (_holds_cifar(path) or _find_idx_images(path, "train") is not None)
+
+
+def _holds_cifar(directory: Path) -> bool:
+    return (directory / "test_batch").is_file() or (directory / "data_batch_1").is_file()
 
 
 def _find_idx_images(directory: Path, split: str) -> Path | None:
@@ -272,7 +272,7 @@ def load_dataset(name_or_path: str | Path, split: str = "train") -> torch.Tensor
     hint = f" (install it with: apt-get install {package})" if package else ""
     if not directory.is_dir():
         raise ValueError(f"dataset directory {directory} does not exist{hint}")
-    if (directory / "test_batch").is_file() or (directory / "data_batch_1").is_file():
+    if _holds_cifar(directory):
         return _load_cifar(directory, split)
     images = _find_idx_images(directory, split)
     if images is None:

@@ -217,7 +217,7 @@ class AudioModality:
         """A WAV file (``load`` then says to give its directory) or a directory with WAVs."""
         if path.is_file():
             return path.suffix.lower() in self.file_suffixes
-        return path.is_dir() and any(p.suffix.lower() == ".wav" for p in path.rglob("*"))
+        return path.is_dir() and any(p.suffix.lower() in self.file_suffixes for p in path.rglob("*"))
 
     def read_file(self, path: str | os.PathLike, data_shape: tuple[int, ...]) -> np.ndarray:
         return self.read_file_with_rate(path, data_shape)[0]
